@@ -1,0 +1,97 @@
+"""The transactional outbox relay.
+
+Agents never publish directly: they write state and events to the store (in one
+transaction where there is state), then ``wake`` the relay, which publishes committed
+events in commit order and marks them published.  A periodic sweep republishes anything a
+crash or a bus outage left behind, so the store, not the bus, decides what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from agents.bus import EventBus
+from agents.clock import Clock, SystemClock
+from agents.events import Event
+from storage.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        *,
+        clock: Clock | None = None,
+        sweep_interval: float = 1.0,
+        batch: int = 500,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._clock = clock or SystemClock()
+        self._sweep_interval = sweep_interval
+        self._batch = batch
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.published = 0
+
+    async def emit(self, events: Sequence[Event]) -> None:
+        """Store events that change no other state, then publish them."""
+        if not events:
+            return
+        await self._store.append_events(events)
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish everything committed and unpublished; return how many."""
+        total = 0
+        async with self._lock:
+            while True:
+                events = await self._store.unpublished_events(self._batch)
+                if not events:
+                    return total
+                for event in events:
+                    await self._bus.publish(event)
+                await self._store.mark_published([e.id for e in events])
+                total += len(events)
+                self.published += len(events)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        sleeper: asyncio.Task[None] | None = None
+        waiter: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                try:
+                    await self.flush()
+                except Exception:  # the store or bus is away: keep the rows, retry later
+                    log.exception("outbox relay could not publish; will retry")
+                sleeper = asyncio.create_task(self._clock.sleep(self._sweep_interval))
+                waiter = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                self._wake.clear()
+                for task in (sleeper, waiter):
+                    task.cancel()
+        finally:
+            for task in (sleeper, waiter):
+                if task is not None:
+                    task.cancel()
