@@ -78,3 +78,23 @@ class FakeClock:
             await self.settle()
         self._t = target
         await self.settle()
+
+
+async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> bool:
+    """Sleep on ``clock`` for ``seconds`` unless ``wake`` is set first.
+
+    Returns True when woken (and clears ``wake``), False when the time ran out.
+    """
+    if wake.is_set():
+        wake.clear()
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waiter.cancel()
+    woken = wake.is_set()
+    wake.clear()
+    return woken

@@ -9,13 +9,13 @@ crash or a bus outage left behind, so the store, not the bus, decides what happe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 from agents.bus import EventBus
-from agents.clock import Clock, SystemClock
+from agents.clock import Clock, SystemClock, sleep_or_wake
 from agents.events import Event
+from agents.lifecycle import cancel_and_wait
 from storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -69,29 +69,14 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.flush()
 
     async def _run(self) -> None:
-        sleeper: asyncio.Task[None] | None = None
-        waiter: asyncio.Task[bool] | None = None
-        try:
-            while True:
-                try:
-                    await self.flush()
-                except Exception:  # the store or bus is away: keep the rows, retry later
-                    log.exception("outbox relay could not publish; will retry")
-                sleeper = asyncio.create_task(self._clock.sleep(self._sweep_interval))
-                waiter = asyncio.create_task(self._wake.wait())
-                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                self._wake.clear()
-                for task in (sleeper, waiter):
-                    task.cancel()
-        finally:
-            for task in (sleeper, waiter):
-                if task is not None:
-                    task.cancel()
+        while True:
+            try:
+                await self.flush()
+            except Exception:  # the store or bus is away: keep the rows, retry later
+                log.exception("outbox relay could not publish; will retry")
+            await sleep_or_wake(self._clock, self._sweep_interval, self._wake)
