@@ -129,4 +129,3 @@ class ProjectMonitor:
                 now = self._clock.monotonic()
                 if due < now:
                     due = now
-

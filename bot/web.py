@@ -36,9 +36,10 @@ class WebServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=1.0)
         await site.start()
-        server = site._server  # aiohttp exposes the bound socket only here
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        # With port 0 the OS picks one; the runner knows which address it bound.
+        for address in self._runner.addresses:
+            self.port = int(address[1])
+            break
 
     async def stop(self) -> None:
         await self._runner.cleanup()

@@ -1,0 +1,106 @@
+"""The ``orch`` command line: parse arguments, then hand over to one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.settings import Settings
+
+
+def _fault_arg(text: str) -> object:
+    from demo.faults import parse_fault_spec
+
+    try:
+        return parse_fault_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than zero")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orch", description="Keeps a fleet of services healthy.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="projects.yml (default: $ORCH_CONFIG or demo)")
+
+    def with_faults(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--fault",
+            action="append",
+            default=[],
+            type=_fault_arg,
+            metavar="PROJECT:FAULT@S",
+            help="inject FAULT into PROJECT S seconds after start (repeatable)",
+        )
+        p.add_argument(
+            "--for",
+            dest="for_seconds",
+            type=_positive,
+            metavar="SECONDS",
+            help="exit after this many seconds",
+        )
+
+    demo = sub.add_parser("demo", help="the simulated fleet and orch together, on a laptop")
+    with_config(demo)
+    with_faults(demo)
+    demo.add_argument(
+        "--events-jsonl",
+        type=Path,
+        metavar="PATH",
+        help="append every bus event to PATH as one JSON line",
+    )
+    demo.add_argument(
+        "--no-story",
+        action="store_true",
+        help="skip the scripted story that runs when no --fault is given",
+    )
+
+    fleet = sub.add_parser("fleet", help="only the simulated fleet")
+    with_config(fleet)
+    with_faults(fleet)
+
+    run = sub.add_parser("run", help="only the orchestrator (the production shape)")
+    with_config(run)
+
+    check = sub.add_parser("check-config", help="validate projects.yml")
+    check.add_argument("path", nargs="?", type=Path)
+
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    if getattr(args, "config", None):
+        settings = Settings.from_env({**settings.env, "ORCH_CONFIG": str(args.config)})
+    logging.basicConfig(
+        level=logging.WARNING if args.command in ("demo", "fleet") else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "check-config":
+        from bot.check_config import run as check_config
+
+        return check_config(args.path or settings.config_path, settings.env)
+    from bot import commands
+
+    try:
+        return asyncio.run(commands.dispatch(args, settings))
+    except KeyboardInterrupt:
+        return 130

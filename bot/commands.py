@@ -1,0 +1,88 @@
+"""The long-running commands: ``orch demo``, ``orch fleet``, ``orch run``, ``orch migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bot.config import Config
+from bot.config_loader import ConfigError, load_config
+from bot.settings import Settings
+from bot.signals import stop_event_on_signals, wait_for_stop
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "migrate":
+        return await migrate(settings)
+    try:
+        config = load_config(settings.config_path, settings.env)
+    except ConfigError as exc:
+        print(f"orch: the configuration is not valid:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        return await run(settings, config)
+    if args.command == "fleet":
+        return await fleet(settings, config, args.fault, args.for_seconds)
+    from bot.demo_runner import DemoOptions, run_demo
+
+    options = DemoOptions(
+        for_seconds=args.for_seconds,
+        faults=list(args.fault),
+        events_jsonl=args.events_jsonl,
+        story=not args.fault and not args.no_story,
+    )
+    return await run_demo(settings, config, options)
+
+
+async def run(settings: Settings, config: Config) -> int:
+    from bot.runtime import Runtime
+
+    stop = stop_event_on_signals()
+    runtime = Runtime(settings, config)
+    try:
+        await runtime.start()
+        print(
+            f"orch: watching {len(config.projects)} projects; /healthz on "
+            f"http://{settings.host}:{runtime.web.port if runtime.web else settings.port}",
+            file=sys.stderr,
+        )
+        await wait_for_stop(stop, None)
+    finally:
+        await runtime.stop()
+    return 0
+
+
+async def fleet(settings: Settings, config: Config, faults: list, for_seconds: float | None) -> int:
+    from demo.faults import run_fault_schedule
+    from demo.fleet import Fleet
+
+    from agents.clock import SystemClock
+
+    stop = stop_event_on_signals()
+    clock = SystemClock()
+    simulated = Fleet.from_config(config, settings.env, clock=clock)
+    await simulated.start()
+    schedule = asyncio.create_task(run_fault_schedule(simulated, faults, clock))
+    try:
+        for project in config.projects:
+            print(f"fleet: {project.name} on {project.url}", file=sys.stderr)
+        await wait_for_stop(stop, for_seconds)
+    finally:
+        schedule.cancel()
+        await asyncio.gather(schedule, return_exceptions=True)
+        await simulated.stop()
+    return 0
+
+
+async def migrate(settings: Settings) -> int:
+    from storage.factory import open_store
+
+    store = open_store(settings.database_url, settings.sqlite_path)
+    await store.open()  # applies pending migrations
+    try:
+        applied = await store.migrate()
+    finally:
+        await store.close()
+    print(f"orch: schema up to date{f' (applied {applied})' if applied else ''}")
+    return 0
