@@ -78,8 +78,8 @@ async def fleet(settings: Settings, config: Config, faults: list, for_seconds: f
 async def migrate(settings: Settings) -> int:
     from storage.factory import open_store
 
-    store = open_store(settings.database_url, settings.sqlite_path)
-    await store.open()  # applies pending migrations
+    store = open_store(settings.database_url, settings.sqlite_path, auto_migrate=False)
+    await store.open()
     try:
         applied = await store.migrate()
     finally:

@@ -3,7 +3,10 @@
 SQLite (embedded) and PostgreSQL (production) implement it and pass one contract suite
 (``tests/test_store_contract.py``).  A state change and the event that announces it commit
 in one transaction; events are written unpublished and the outbox relay publishes them.
-All datetimes in and out are timezone-aware UTC.
+All datetimes in and out are timezone-aware UTC: any aware datetime is accepted and comes
+back as the same instant in UTC, exact to the microsecond; a naive one raises ValueError.
+Every ``since`` is inclusive; a negative ``limit`` raises ValueError; between equal
+timestamps the later insert counts as the newer.
 """
 
 from __future__ import annotations
@@ -58,24 +61,28 @@ class Store(Protocol):
         """Connect and apply pending migrations."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Idempotent."""
+        ...
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied (empty when up to date)."""
         ...
 
     # -- time series -------------------------------------------------------------------
-    async def add_probes(self, probes: Sequence[ProbeRecord]) -> None: ...
+    async def add_probes(self, probes: Sequence[ProbeRecord]) -> None:
+        """All rows in one transaction (all or nothing)."""
+        ...
 
-    async def add_metric_samples(self, samples: Sequence[MetricSample]) -> None: ...
+    async def add_metric_samples(self, samples: Sequence[MetricSample]) -> None:
+        """All rows in one transaction; a NaN value round-trips as NaN."""
+        ...
 
     async def recent_probes(self, project: str, limit: int = 50) -> list[ProbeRecord]:
         """Newest first."""
         ...
 
-    async def metric_series(
-        self, project: str, metric: str, since: datetime
-    ) -> list[MetricSample]:
+    async def metric_series(self, project: str, metric: str, since: datetime) -> list[MetricSample]:
         """Oldest first."""
         ...
 
@@ -98,13 +105,15 @@ class Store(Protocol):
         since: datetime | None = None,
         limit: int = 100,
     ) -> list[Event]:
-        """Oldest first among the newest ``limit`` that match."""
+        """Oldest first among the newest ``limit`` (by ts) that match, published or not.
+        ``types=[]`` matches nothing; None means every type."""
         ...
 
     # -- incidents ---------------------------------------------------------------------
     async def open_incident(self, incident: Incident, event_for: EventFor) -> Incident | None:
-        """Insert ``incident`` and its event in one transaction. None (and nothing written)
-        when an incident with that fingerprint is already open."""
+        """Insert ``incident`` (which must be state='open', unresolved) and its event in one
+        transaction. None (nothing written, ``event_for`` not called) when an incident with
+        that fingerprint is already open."""
         ...
 
     async def update_incident(

@@ -1,0 +1,235 @@
+"""The probe client: one call, one ``ProbeResult``, for each kind of project (DESIGN §3).
+
+``ProbeClient.probe`` never raises (except ``CancelledError``): a service that refuses,
+hangs, drips, redirects or answers garbage is a FAIL with a reason naming the request and
+the problem, because the monitor loop must keep going whatever a project does.
+
+Levels:
+- ``contract``: /health decides pass/warn/fail. /metrics and /status are fetched
+  concurrently (same deadline); when they are broken the project is not down, so the
+  level is capped at WARN with their reasons, and whatever parsed is kept.
+- ``http``: PASS when the status code, ``body_contains`` and ``json_path`` all hold.
+- ``prometheus``: PASS when the page is HTTP 200 and parses (see agents.probe_prometheus).
+
+Hot path (~1000 probes/s): the caller's keep-alive session, URLs parsed once (cached),
+header dicts built once, no logging, no regexes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import aiohttp
+
+from agents import probe_parse as parse
+from agents.clock import Clock
+from agents.probe_fetch import MAX_BODY, Answer, ProbeError, Target, fetch, target
+from agents.probe_parse import BadAnswer
+from agents.probe_prometheus import prometheus_metrics
+from agents.probe_result import Level, ProbeResult
+from bot.config import HttpCheck, Project
+
+__all__ = ["MAX_BODY", "ProbeClient"]
+
+DEFAULT_TIMEOUT = 5.0  # only for a Project built without Config (no defaults filled)
+_HEALTH_HEADERS = {"Accept": "application/health+json, application/json;q=0.9"}
+_JSON_HEADERS = {"Accept": "application/json"}  # /metrics answers Prometheus text otherwise
+_PROM_HEADERS = {"Accept": "text/plain"}
+_DEFAULT_CHECK = HttpCheck()
+_PROBE_NAMES = {"contract": "health", "http": "http", "prometheus": "prometheus"}
+
+
+class ProbeClient:
+    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
+        self._session = session  # owned by the caller: shared keep-alive pool
+        self._clock = clock
+
+    async def probe(self, project: Project, *, scrape: bool = True) -> ProbeResult:
+        """Probe ``project`` once, within ``project.timeout`` for everything.
+
+        ``scrape=False`` skips the metric work for schedulers that scrape less often
+        than they check: a contract probe fetches only /health, a prometheus probe only
+        checks that the page answers 200 without parsing it.
+        """
+        ts = self._clock.now()
+        started = time.perf_counter()
+        timeout = project.timeout if project.timeout is not None else DEFAULT_TIMEOUT
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            if project.kind == "contract":
+                return await self._contract(project, ts, deadline, timeout, scrape)
+            if project.kind == "http":
+                return await self._http(project, ts, deadline, timeout)
+            return await self._prometheus(project, ts, deadline, timeout, scrape)
+        except ProbeError as exc:
+            return ProbeResult(
+                project.name, ts, Level.FAIL, exc.latency_ms, exc.reason,
+                probe=_PROBE_NAMES.get(project.kind, "health"),
+            )  # fmt: skip
+        except Exception as exc:  # a bug here must cost one FAIL, not the monitor loop
+            return ProbeResult(
+                project.name, ts, Level.FAIL, (time.perf_counter() - started) * 1000.0,
+                f"probe error: {type(exc).__name__}: {exc}",
+                probe=_PROBE_NAMES.get(project.kind, "health"),
+            )  # fmt: skip
+
+    # -- contract ---------------------------------------------------------------------
+
+    async def _contract(
+        self, project: Project, ts: datetime, deadline: float, timeout: float, scrape: bool
+    ) -> ProbeResult:
+        health_t, metrics_t, status_t = _contract_targets(project.url)
+        session = self._session
+        health_call = fetch(session, health_t, _HEALTH_HEADERS, deadline, timeout)
+        if not scrape:
+            alone = await health_call  # a ProbeError here becomes the FAIL in probe()
+            level, reason, version = _health_verdict(alone)
+            return ProbeResult(
+                project.name, ts, level, alone.latency_ms, reason, alone.status,
+                version=version,
+            )  # fmt: skip
+        answers = await asyncio.gather(
+            health_call,
+            fetch(session, metrics_t, _JSON_HEADERS, deadline, timeout),
+            fetch(session, status_t, _JSON_HEADERS, deadline, timeout),
+            return_exceptions=True,
+        )
+        for answer in answers:  # fetch raises only ProbeError: anything else is cancellation
+            if isinstance(answer, BaseException) and not isinstance(answer, ProbeError):
+                raise answer
+        health, metrics_a, status_a = answers
+        metrics: dict[str, float] = {}
+        metrics_doc, metrics_problem = _side_doc(metrics_a, metrics_t)
+        if metrics_doc is not None:
+            metrics, problems = parse.contract_metrics(metrics_doc)
+            if problems:
+                metrics_problem = parse.join_problems(metrics_t.label, problems)
+        state = status_version = None
+        status_doc, status_problem = _side_doc(status_a, status_t)
+        if status_doc is not None:
+            state, status_version, problems = parse.contract_status(status_doc)
+            if problems:
+                status_problem = parse.join_problems(status_t.label, problems)
+        if isinstance(health, ProbeError):
+            return ProbeResult(
+                project.name, ts, Level.FAIL, health.latency_ms, health.reason,
+                metrics=metrics, state=state, version=status_version,
+            )  # fmt: skip
+        assert isinstance(health, Answer)
+        level, reason, health_version = _health_verdict(health)
+        if level is not Level.FAIL:
+            # Broken side endpoints are worth a warning, never an outage.
+            extra = [r for r in (metrics_problem, status_problem) if r]
+            if extra:
+                level = Level.WARN
+                reason = "; ".join([reason, *extra] if reason else extra)
+        return ProbeResult(
+            project.name, ts, level, health.latency_ms, reason, health.status,
+            metrics=metrics, state=state, version=status_version or health_version,
+        )  # fmt: skip
+
+    # -- http -------------------------------------------------------------------------
+
+    async def _http(
+        self, project: Project, ts: datetime, deadline: float, timeout: float
+    ) -> ProbeResult:
+        check = project.http or _DEFAULT_CHECK
+        answer = await fetch(self._session, target(project.url), None, deadline, timeout)
+        try:
+            _http_check(answer, check)
+        except BadAnswer as exc:
+            return _fail(project, ts, answer, f"{answer.label}: {exc}", "http")
+        return ProbeResult(
+            project.name, ts, Level.PASS, answer.latency_ms, "", answer.status, probe="http"
+        )
+
+    # -- prometheus -------------------------------------------------------------------
+
+    async def _prometheus(
+        self, project: Project, ts: datetime, deadline: float, timeout: float, scrape: bool
+    ) -> ProbeResult:
+        answer = await fetch(self._session, target(project.url), _PROM_HEADERS, deadline, timeout)
+        try:
+            if answer.status != 200:
+                raise BadAnswer(parse.redirect_or_status(answer))
+            metrics = prometheus_metrics(parse.decode(answer.body)) if scrape else {}
+        except BadAnswer as exc:
+            return _fail(project, ts, answer, f"{answer.label}: {exc}", "prometheus")
+        return ProbeResult(
+            project.name, ts, Level.PASS, answer.latency_ms, "", answer.status,
+            probe="prometheus", metrics=metrics,
+        )  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def _contract_targets(base: str) -> tuple[Target, Target, Target]:
+    return target(base + "/health"), target(base + "/metrics"), target(base + "/status")
+
+
+def _health_verdict(answer: Answer) -> tuple[Level, str, str | None]:
+    """(level, reason, version) from the /health answer."""
+    code = answer.status
+    if code not in (200, 503):
+        return Level.FAIL, f"{answer.label}: {parse.redirect_or_status(answer)}", None
+    try:
+        parse.expect_json_type(answer, parse.HEALTH_TYPES, "application/health+json")
+        doc = parse.load_object(answer.body)
+        level, detail = parse.health_status(doc)
+    except BadAnswer as exc:
+        # A 503 that is not health+json is usually a proxy's error page: say both.
+        prefix = "" if code == 200 else f"HTTP {code}, "
+        return Level.FAIL, f"{answer.label}: {prefix}{exc}", None
+    version = doc.get("version")
+    version = version if isinstance(version, str) else None
+    expected = 503 if level is Level.FAIL else 200
+    if code != expected:
+        return (
+            Level.FAIL,
+            f'{answer.label}: HTTP {code} with status "{level}" (expected {expected})',
+            version,
+        )
+    return level, f"{answer.label}: {detail}" if detail else "", version
+
+
+def _side_doc(answer: Answer | BaseException, where: Target) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object of a /metrics or /status answer, or (None, the problem)."""
+    if not isinstance(answer, Answer):
+        return None, answer.reason if isinstance(answer, ProbeError) else f"{where.label}: {answer}"
+    try:
+        if answer.status != 200:
+            raise BadAnswer(parse.redirect_or_status(answer))
+        parse.expect_json_type(answer, None, "application/json")
+        return parse.load_object(answer.body), ""
+    except BadAnswer as exc:
+        return None, f"{where.label}: {exc}"
+
+
+def _http_check(answer: Answer, check: HttpCheck) -> None:
+    if answer.status not in check.expect_status:
+        codes = check.expect_status
+        wanted = str(codes[0]) if len(codes) == 1 else "one of " + ", ".join(map(str, codes))
+        raise BadAnswer(f"{parse.redirect_or_status(answer)}, expected {wanted}")
+    if check.body_contains is not None:
+        text = parse.decode(answer.body, answer.charset or "utf-8")
+        if check.body_contains not in text:
+            raise BadAnswer(
+                f'body does not contain "{parse.clip(check.body_contains, 60)}" '
+                f"({parse.snippet(answer.body)})"
+            )
+    if check.json_path is not None:
+        value = parse.json_path_get(parse.load_json(answer.body), check.json_path)
+        if not parse.same_json(value, check.json_equals):
+            raise BadAnswer(
+                f'json_path "{check.json_path}" is {parse.show(value)}, '
+                f"expected {parse.show(check.json_equals)}"
+            )
+
+
+def _fail(project: Project, ts: datetime, answer: Answer, reason: str, probe: str) -> ProbeResult:
+    return ProbeResult(
+        project.name, ts, Level.FAIL, answer.latency_ms, reason, answer.status, probe=probe
+    )

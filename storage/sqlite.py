@@ -1,0 +1,284 @@
+"""The embedded store: SQLite through aiosqlite (DESIGN §1, §4).
+
+One connection, one worker thread (aiosqlite's).  Every operation takes ``self._lock``:
+statements from different tasks would otherwise interleave on the shared connection, so a
+task could write inside, or read the uncommitted rows of, another task's transaction.
+Transactions are explicit (``isolation_level=None`` turns off the sqlite3 module's implicit
+ones) and start with BEGIN IMMEDIATE, which takes SQLite's write lock up front: a second
+process on the same file waits on ``busy_timeout`` instead of failing to upgrade a read
+lock half way through.  Timestamps are INTEGER microseconds since the epoch
+(``storage.sqlite_codec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from agents.clock import Clock, SystemClock
+from agents.events import Event
+from storage.base import EventFor, Incident, MetricSample, ProbeRecord
+from storage.migrate import load_migrations, pending
+from storage.sqlite_codec import (
+    SQL,
+    event_from_row,
+    event_row,
+    incident_from_row,
+    probe_from_row,
+    probe_row,
+    sample_from_row,
+    sample_row,
+    split_statements,
+    to_us,
+)
+
+# UPDATE/INSERT ... RETURNING (3.35) carries the row the announcing event is built from.
+MIN_SQLITE = (3, 35, 0)
+TABLES = ("probes", "metric_samples", "events", "incidents")
+
+
+class SQLiteStore:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        busy_timeout_s: float = 5.0,
+        auto_migrate: bool = True,
+    ) -> None:
+        """``path`` may be ``":memory:"`` (a private database that lives as long as the
+        store is open).  ``clock`` stamps ``published_at``.  ``auto_migrate=False`` makes
+        ``open`` only connect, so tests and tools can call ``migrate`` themselves."""
+        self._path = str(path)
+        self._clock = clock or SystemClock()
+        self._busy_timeout_ms = int(busy_timeout_s * 1000)
+        self._auto_migrate = auto_migrate
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._db is not None:
+            raise RuntimeError("SQLiteStore is already open")
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise RuntimeError(
+                f"SQLite {sqlite3.sqlite_version} is too old; orch needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer (RETURNING)"
+            )
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            # WAL: readers never block the writer; NORMAL: durable across process crashes,
+            # may lose the last commits on power loss, which WAL keeps consistent.
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            self._db = db
+            if self._auto_migrate:
+                await self.migrate()
+        except BaseException:
+            self._db = None
+            await db.close()  # stops aiosqlite's thread; a failed open leaks nothing
+            raise
+
+    async def close(self) -> None:
+        """Idempotent."""
+        async with self._lock:  # let a running transaction finish first
+            db, self._db = self._db, None
+            if db is not None:
+                await db.close()
+
+    async def migrate(self) -> list[int]:
+        async with self._locked() as db:
+            await db.execute(SQL.create_schema_migrations)
+            rows = await db.execute_fetchall("SELECT version FROM schema_migrations")
+        applied: list[int] = []
+        for migration in pending(load_migrations("sqlite"), (r[0] for r in rows)):
+            async with self._transaction() as tx:
+                # Re-check under the write lock: another process may have applied it.
+                done = await tx.execute_fetchall(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+                )
+                if done:
+                    continue
+                for statement in split_statements(migration.sql):
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, self._clock.now().isoformat()),
+                )
+            applied.append(migration.version)
+        return applied
+
+    # -- time series -------------------------------------------------------------------
+    async def add_probes(self, probes: Sequence[ProbeRecord]) -> None:
+        rows = [probe_row(p) for p in probes]  # encode first: a bad row writes nothing
+        if rows:
+            async with self._transaction() as tx:
+                await tx.executemany(SQL.insert_probe, rows)
+
+    async def add_metric_samples(self, samples: Sequence[MetricSample]) -> None:
+        rows = [sample_row(s) for s in samples]
+        if rows:
+            async with self._transaction() as tx:
+                await tx.executemany(SQL.insert_sample, rows)
+
+    async def recent_probes(self, project: str, limit: int = 50) -> list[ProbeRecord]:
+        rows = await self._fetch(SQL.recent_probes, (project, _limit(limit)))
+        return [probe_from_row(r) for r in rows]
+
+    async def metric_series(self, project: str, metric: str, since: datetime) -> list[MetricSample]:
+        rows = await self._fetch(SQL.metric_series, (project, metric, to_us(since)))
+        return [sample_from_row(r) for r in rows]
+
+    # -- events (the outbox) -----------------------------------------------------------
+    async def append_events(self, events: Sequence[Event]) -> None:
+        rows = [event_row(e) for e in events]
+        if rows:
+            async with self._transaction() as tx:
+                await tx.executemany(SQL.insert_event, rows)
+
+    async def unpublished_events(self, limit: int = 500) -> list[Event]:
+        rows = await self._fetch(SQL.unpublished_events, (_limit(limit),))
+        return [event_from_row(r) for r in rows]
+
+    async def mark_published(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        now = to_us(self._clock.now())
+        async with self._transaction() as tx:
+            await tx.executemany(SQL.mark_published, [(now, i) for i in ids])
+
+    async def list_events(
+        self,
+        *,
+        project: str | None = None,
+        types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        if types is not None and not types:
+            return []  # an empty type filter matches nothing
+        where: list[str] = []
+        params: list[Any] = []
+        if project is not None:
+            where.append("project = ?")
+            params.append(project)
+        if types is not None:
+            where.append(f"type IN ({', '.join('?' * len(types))})")
+            params.extend(types)
+        if since is not None:
+            where.append("ts_us >= ?")
+            params.append(to_us(since))
+        rows = await self._fetch(SQL.list_events(where), (*params, _limit(limit)))
+        return [event_from_row(r) for r in reversed(list(rows))]
+
+    # -- incidents ---------------------------------------------------------------------
+    async def open_incident(self, incident: Incident, event_for: EventFor) -> Incident | None:
+        if incident.state != "open" or incident.resolved_at is not None:
+            raise ValueError("open_incident takes an open incident (state='open', unresolved)")
+        params = (
+            incident.id,
+            incident.fingerprint,
+            incident.project,
+            incident.condition,
+            incident.severity,
+            incident.summary,
+            to_us(incident.opened_at),
+        )
+        # The partial unique index decides; ON CONFLICT ... DO NOTHING returns no row.
+        return await self._change_incident(SQL.open_incident, params, event_for)
+
+    async def update_incident(
+        self, fingerprint: str, severity: str, summary: str, event_for: EventFor
+    ) -> Incident | None:
+        params = (severity, summary, fingerprint)
+        return await self._change_incident(SQL.update_incident, params, event_for)
+
+    async def resolve_incident(
+        self, fingerprint: str, resolved_at: datetime, event_for: EventFor
+    ) -> Incident | None:
+        at = to_us(resolved_at)
+        return await self._change_incident(SQL.resolve_incident, (at, at, fingerprint), event_for)
+
+    async def get_open_incident(self, fingerprint: str) -> Incident | None:
+        rows = list(await self._fetch(SQL.get_open_incident, (fingerprint,)))
+        return incident_from_row(rows[0]) if rows else None
+
+    async def list_incidents(
+        self, *, project: str | None = None, open_only: bool = False, limit: int = 100
+    ) -> list[Incident]:
+        where: list[str] = []
+        params: list[Any] = []
+        if project is not None:
+            where.append("project = ?")
+            params.append(project)
+        if open_only:
+            where.append("state = 'open'")
+        rows = await self._fetch(SQL.list_incidents(where), (*params, _limit(limit)))
+        return [incident_from_row(r) for r in rows]
+
+    async def count_rows(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for table in TABLES:  # fixed names, never input
+            rows = list(await self._fetch(f"SELECT count(*) FROM {table}", ()))
+            counts[table] = int(rows[0][0])
+        return counts
+
+    # -- plumbing ----------------------------------------------------------------------
+    async def _change_incident(
+        self, sql: str, params: tuple[Any, ...], event_for: EventFor
+    ) -> Incident | None:
+        """Run one incident statement with RETURNING and, when it touched a row, append the
+        event built from that row, all in one transaction.  ``event_for`` raising (or any
+        other error) rolls back both."""
+        async with self._transaction() as tx:
+            rows = list(await tx.execute_fetchall(sql, params))
+            if not rows:
+                return None
+            stored = incident_from_row(rows[0])
+            await tx.executemany(SQL.insert_event, [event_row(event_for(stored))])
+        return stored
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            # Checked under the lock: close() may have run while we waited for it.
+            if self._db is None:
+                raise RuntimeError("SQLiteStore is not open")
+            yield self._db
+
+    async def _fetch(self, sql: str, params: Iterable[Any]) -> Iterable[sqlite3.Row]:
+        async with self._locked() as db:
+            return await db.execute_fetchall(sql, tuple(params))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._locked() as db:
+            try:
+                # BEGIN is inside the try: if we are cancelled while it waits, it still
+                # runs on aiosqlite's thread, and the ROLLBACK queued after it undoes it.
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+            except BaseException:
+                # Queued behind any statement still running for a cancelled caller, so it
+                # rolls back that statement's transaction too.
+                with contextlib.suppress(sqlite3.OperationalError):  # no transaction left
+                    await db.execute("ROLLBACK")
+                raise
+
+
+def _limit(limit: int) -> int:
+    # SQLite reads a negative LIMIT as "no limit"; PostgreSQL rejects it.  Refuse it here
+    # so a caller's bug is an error on both backends, not an unbounded read on one.
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    return limit

@@ -1,0 +1,613 @@
+"""The store contract: every backend must pass these tests unchanged.
+
+Backends are listed once, in ``BACKENDS``.  Each entry sets up an empty database for one
+test and yields a ``MakeStore`` that builds a new, unopened store on that same database;
+calling it twice gives two connections to one database, which is how the tests reopen a
+store and stand in for two replicas.  The key is also the backend's migrations folder
+(``storage/migrations/<key>/``).
+
+The last section holds tests of SQLite-only behaviour and of the storage helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from agents.events import (
+    ACTION_STARTED,
+    INCIDENT_OPENED,
+    INCIDENT_RESOLVED,
+    INCIDENT_UPDATED,
+    METRIC_ANOMALY,
+    PROJECT_STATUS_CHANGED,
+    Event,
+)
+from storage.base import EventFor, Incident, MetricSample, ProbeRecord, Store
+from storage.factory import open_store
+from storage.migrate import load_migrations, pending
+from storage.sqlite import SQLiteStore
+from storage.sqlite_codec import split_statements
+
+pytestmark = pytest.mark.timeout(30)
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+class MakeStore(Protocol):
+    def __call__(self, *, auto_migrate: bool = True) -> Store: ...
+
+
+Backend = Callable[[Path], AbstractAsyncContextManager[MakeStore]]
+
+
+@asynccontextmanager
+async def sqlite_backend(tmp_path: Path) -> AsyncIterator[MakeStore]:
+    path = tmp_path / "orch.db"
+
+    def make(*, auto_migrate: bool = True) -> Store:
+        return SQLiteStore(path, auto_migrate=auto_migrate)
+
+    yield make
+
+
+# Add "postgres" here: a throwaway database (or schema) from ORCH_TEST_DATABASE_URL,
+# skipped when that variable is unset, dropped on exit.
+BACKENDS: dict[str, Backend] = {
+    "sqlite": sqlite_backend,
+}
+
+OpenStore = Callable[..., Awaitable[Store]]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def open_new(backend_name: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Open another store on this test's database; all are closed at teardown."""
+    opened: list[Store] = []
+    async with BACKENDS[backend_name](tmp_path) as make:
+
+        async def _open(*, auto_migrate: bool = True) -> Store:
+            store = make(auto_migrate=auto_migrate)
+            await store.open()
+            opened.append(store)
+            return store
+
+        try:
+            yield _open
+        finally:
+            for store in reversed(opened):
+                await store.close()
+
+
+@pytest.fixture
+async def store(open_new: OpenStore) -> Store:
+    return await open_new()
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def probe(project: str, seconds: float, level: str = "pass", **kw: Any) -> ProbeRecord:
+    return ProbeRecord(project=project, ts=at(seconds), level=level, latency_ms=12.5, **kw)
+
+
+def event(type_: str = PROJECT_STATUS_CHANGED, seconds: float = 0, **kw: Any) -> Event:
+    return Event(type=type_, ts=at(seconds), source="test", **kw)
+
+
+def incident(fingerprint: str = "email-blast:down", seconds: float = 0, **kw: Any) -> Incident:
+    project, condition = fingerprint.split(":", 1)
+    fields: dict[str, Any] = {
+        "id": f"inc-{fingerprint}-{seconds}",
+        "fingerprint": fingerprint,
+        "project": project,
+        "condition": condition,
+        "severity": "critical",
+        "summary": f"{project} is down",
+        "opened_at": at(seconds),
+    }
+    fields.update(kw)
+    return Incident(**fields)
+
+
+def announce(type_: str, calls: list[Incident] | None = None) -> EventFor:
+    """An event_for that builds the event the way agents will, and records its calls."""
+
+    def build(row: Incident) -> Event:
+        if calls is not None:
+            calls.append(row)
+        payload: dict[str, Any] = {"fingerprint": row.fingerprint, "severity": row.severity}
+        payload |= {"summary": row.summary, "duration_s": row.duration_s}
+        return Event(
+            type=type_,
+            ts=row.resolved_at or row.opened_at,
+            source="test",
+            project=row.project,
+            incident_id=row.id,
+            payload=payload,
+        )
+
+    return build
+
+
+def explode(row: Incident) -> Event:
+    raise RuntimeError("event_for failed")
+
+
+# -- migrations and lifecycle ----------------------------------------------------------
+
+
+async def test_migrate_from_empty_then_noop(open_new: OpenStore, backend_name: str) -> None:
+    store = await open_new(auto_migrate=False)
+    expected = [m.version for m in load_migrations(backend_name)]
+    assert expected
+    assert await store.migrate() == expected
+    assert await store.migrate() == []
+    assert await store.count_rows() == {
+        "probes": 0,
+        "metric_samples": 0,
+        "events": 0,
+        "incidents": 0,
+    }
+
+
+async def test_open_migrates_and_close_is_idempotent(open_new: OpenStore) -> None:
+    store = await open_new()
+    assert await store.migrate() == []
+    await store.close()
+    await store.close()
+
+
+async def test_reopen_keeps_data(open_new: OpenStore) -> None:
+    first = await open_new()
+    await first.add_probes([probe("a", 1)])
+    await first.append_events([event(id="e1")])
+    await first.open_incident(incident(), announce(INCIDENT_OPENED))
+    await first.close()
+
+    second = await open_new()
+    assert await second.migrate() == []
+    assert await second.recent_probes("a") == [probe("a", 1)]
+    assert await second.count_rows() == {
+        "probes": 1,
+        "metric_samples": 0,
+        "events": 2,
+        "incidents": 1,
+    }
+    assert await second.get_open_incident("email-blast:down") == incident()
+
+
+# -- probes and samples ----------------------------------------------------------------
+
+
+async def test_probes_round_trip_newest_first(store: Store) -> None:
+    probes = [probe("a", s) for s in (3, 1, 2)]
+    probes.append(probe("a", 4, "fail", reason="timeout", http_status=503, probe="http"))
+    probes.append(probe("b", 9))
+    await store.add_probes(probes)
+
+    got = await store.recent_probes("a")
+    assert [p.ts for p in got] == [at(4), at(3), at(2), at(1)]
+    assert got[0] == probe("a", 4, "fail", reason="timeout", http_status=503, probe="http")
+    assert all(p.ts.utcoffset() == timedelta(0) for p in got)
+    assert [p.ts for p in await store.recent_probes("a", limit=2)] == [at(4), at(3)]
+    assert await store.recent_probes("nobody") == []
+
+
+async def test_timestamps_exact_and_returned_in_utc(store: Store) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    ts = datetime(2026, 3, 1, 14, 0, 0, 999999, tzinfo=plus2)
+    await store.add_probes([ProbeRecord("a", ts, "pass", 1.0)])
+    (got,) = await store.recent_probes("a")
+    assert got.ts == ts
+    assert got.ts.tzinfo is not None and got.ts.utcoffset() == timedelta(0)
+    assert got.ts.microsecond == 999999
+
+
+async def test_naive_datetime_is_refused_and_writes_nothing(store: Store) -> None:
+    naive = datetime(2026, 3, 1, 12, 0)
+    with pytest.raises(ValueError, match="naive"):
+        await store.add_probes([probe("a", 1), ProbeRecord("a", naive, "pass", 1.0)])
+    assert (await store.count_rows())["probes"] == 0
+
+
+async def test_large_probe_batch(store: Store) -> None:
+    await store.add_probes([probe(f"p{i % 7}", i * 0.001) for i in range(700)])
+    assert (await store.count_rows())["probes"] == 700
+    assert len(await store.recent_probes("p3", limit=1000)) == 100
+
+
+async def test_metric_series_oldest_first_since_inclusive(store: Store) -> None:
+    samples = [MetricSample("a", at(s), "error_rate", s / 100) for s in (5, 1, 3, 2)]
+    samples.append(MetricSample("a", at(4), "cpu_percent", 50.0))
+    samples.append(MetricSample("b", at(4), "error_rate", 0.9))
+    await store.add_metric_samples(samples)
+
+    got = await store.metric_series("a", "error_rate", since=at(2))
+    assert got == [MetricSample("a", at(s), "error_rate", s / 100) for s in (2, 3, 5)]
+    assert await store.metric_series("a", "error_rate", since=at(6)) == []
+
+
+async def test_metric_special_values_round_trip(store: Store) -> None:
+    await store.add_metric_samples(
+        [
+            MetricSample("a", at(1), "x", math.nan),
+            MetricSample("a", at(2), "x", math.inf),
+            MetricSample("a", at(3), "x", -0.5),
+        ]
+    )
+    values = [s.value for s in await store.metric_series("a", "x", since=at(0))]
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -0.5]
+
+
+# -- events (the outbox) ---------------------------------------------------------------
+
+
+async def test_events_round_trip(store: Store) -> None:
+    full = event(
+        METRIC_ANOMALY,
+        1,
+        project="a",
+        incident_id="inc-1",
+        payload={"metric": "error_rate", "value": 0.2, "nested": {"l": [1, "ü", None]}},
+    )
+    bare = event(seconds=2)
+    await store.append_events([full, bare])
+    assert await store.unpublished_events() == [full, bare]
+    assert bare.project is None and bare.incident_id is None and bare.payload == {}
+
+
+async def test_duplicate_event_ids_are_ignored(store: Store) -> None:
+    first = event(seconds=1, id="dup", payload={"v": 1})
+    await store.append_events([first, event(seconds=2, id="dup", payload={"v": 2})])
+    await store.append_events([event(seconds=3, id="dup", payload={"v": 3})])
+    assert await store.unpublished_events() == [first]
+    assert (await store.count_rows())["events"] == 1
+
+
+async def test_unpublished_in_commit_order_and_mark_published(store: Store) -> None:
+    # Timestamps deliberately out of order: the relay follows commit order, not ts.
+    batch1 = [event(seconds=9, id="a"), event(seconds=1, id="b")]
+    batch2 = [event(seconds=5, id="c")]
+    await store.append_events(batch1)
+    await store.append_events(batch2)
+    assert [e.id for e in await store.unpublished_events()] == ["a", "b", "c"]
+    assert [e.id for e in await store.unpublished_events(limit=2)] == ["a", "b"]
+
+    await store.mark_published(["a", "c", "unknown"])
+    assert [e.id for e in await store.unpublished_events()] == ["b"]
+    await store.mark_published(["b"])
+    await store.mark_published([])
+    assert await store.unpublished_events() == []
+    # Publishing changes what the relay sees, not the history.
+    assert [e.id for e in await store.list_events()] == ["b", "c", "a"]
+
+
+async def test_list_events_filters_and_limit(store: Store) -> None:
+    await store.append_events(
+        [
+            event(PROJECT_STATUS_CHANGED, 1, id="e1", project="a"),
+            event(METRIC_ANOMALY, 2, id="e2", project="a"),
+            event(PROJECT_STATUS_CHANGED, 3, id="e3", project="b"),
+            event(ACTION_STARTED, 4, id="e4", project="a"),
+            event(PROJECT_STATUS_CHANGED, 5, id="e5"),
+        ]
+    )
+
+    async def ids(**kw: Any) -> list[str]:
+        return [e.id for e in await store.list_events(**kw)]
+
+    assert await ids() == ["e1", "e2", "e3", "e4", "e5"]
+    assert await ids(project="a") == ["e1", "e2", "e4"]
+    assert await ids(types=[PROJECT_STATUS_CHANGED]) == ["e1", "e3", "e5"]
+    assert await ids(types=[METRIC_ANOMALY, ACTION_STARTED]) == ["e2", "e4"]
+    assert await ids(types=[]) == []
+    assert await ids(since=at(3)) == ["e3", "e4", "e5"]
+    assert await ids(limit=2) == ["e4", "e5"]
+    assert await ids(project="a", types=[PROJECT_STATUS_CHANGED, METRIC_ANOMALY]) == ["e1", "e2"]
+    assert await ids(project="a", since=at(2), limit=1) == ["e4"]
+
+
+# -- incidents -------------------------------------------------------------------------
+
+
+async def test_open_incident_once_per_fingerprint(store: Store) -> None:
+    calls: list[Incident] = []
+    opened = await store.open_incident(incident(), announce(INCIDENT_OPENED, calls))
+    assert opened == incident() and calls == [incident()]
+    assert opened is not None and opened.opened_at.utcoffset() == timedelta(0)
+
+    again = incident(seconds=5, id="other")
+    assert await store.open_incident(again, announce(INCIDENT_OPENED, calls)) is None
+    assert len(calls) == 1  # not even asked to build an event
+
+    (ev,) = await store.unpublished_events()
+    assert (ev.type, ev.incident_id, ev.project) == (INCIDENT_OPENED, opened.id, "email-blast")
+    assert ev.payload["fingerprint"] == "email-blast:down"
+    assert await store.count_rows() == {
+        "probes": 0,
+        "metric_samples": 0,
+        "events": 1,
+        "incidents": 1,
+    }
+    assert await store.get_open_incident("email-blast:down") == opened
+    assert await store.get_open_incident("chatbot:down") is None
+
+
+async def test_update_incident(store: Store) -> None:
+    assert await store.update_incident("a:down", "warning", "x", announce(INCIDENT_UPDATED)) is None
+    assert await store.count_rows() == dict.fromkeys(
+        ("probes", "metric_samples", "events", "incidents"), 0
+    )
+
+    await store.open_incident(incident("a:down"), announce(INCIDENT_OPENED))
+    updated = await store.update_incident(
+        "a:down", "warning", "a is slow", announce(INCIDENT_UPDATED)
+    )
+    assert updated == incident("a:down", severity="warning", summary="a is slow")
+    assert await store.get_open_incident("a:down") == updated
+    last = (await store.list_events())[-1]
+    assert (last.type, last.payload["severity"], last.payload["summary"]) == (
+        INCIDENT_UPDATED,
+        "warning",
+        "a is slow",
+    )
+
+
+async def test_resolve_incident_exact_duration_then_reopen(store: Store) -> None:
+    opened = await store.open_incident(incident("a:down"), announce(INCIDENT_OPENED))
+    assert opened is not None
+    resolved_at = opened.opened_at + timedelta(seconds=125, microseconds=250001)
+    calls: list[Incident] = []
+    resolved = await store.resolve_incident(
+        "a:down", resolved_at, announce(INCIDENT_RESOLVED, calls)
+    )
+
+    assert resolved is not None and calls == [resolved]
+    assert resolved.state == "resolved" and resolved.resolved_at == resolved_at
+    assert resolved.duration_s == (resolved_at - opened.opened_at).total_seconds() == 125.250001
+    assert await store.get_open_incident("a:down") is None
+    last = (await store.list_events())[-1]
+    assert (last.type, last.payload["duration_s"]) == (INCIDENT_RESOLVED, 125.250001)
+
+    assert await store.resolve_incident("a:down", resolved_at, announce(INCIDENT_RESOLVED)) is None
+    assert (await store.count_rows())["events"] == 2
+
+    reopened = await store.open_incident(incident("a:down", 200), announce(INCIDENT_OPENED))
+    assert reopened is not None and reopened.id != opened.id and reopened.state == "open"
+    assert await store.get_open_incident("a:down") == reopened
+
+
+async def test_list_incidents_filters_and_order(store: Store) -> None:
+    await store.open_incident(incident("a:down", 1), announce(INCIDENT_OPENED))
+    await store.open_incident(incident("b:down", 2), announce(INCIDENT_OPENED))
+    await store.open_incident(incident("a:metric:error_rate", 3), announce(INCIDENT_OPENED))
+    await store.resolve_incident("a:down", at(10), announce(INCIDENT_RESOLVED))
+
+    async def fps(**kw: Any) -> list[str]:
+        return [i.fingerprint for i in await store.list_incidents(**kw)]
+
+    assert await fps() == ["a:metric:error_rate", "b:down", "a:down"]
+    assert await fps(project="a") == ["a:metric:error_rate", "a:down"]
+    assert await fps(open_only=True) == ["a:metric:error_rate", "b:down"]
+    assert await fps(project="a", open_only=True) == ["a:metric:error_rate"]
+    assert await fps(limit=1) == ["a:metric:error_rate"]
+    resolved = (await store.list_incidents(project="a"))[-1]
+    assert (resolved.state, resolved.duration_s) == ("resolved", 10 - 1)
+
+
+async def test_failing_event_for_rolls_back(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="event_for failed"):
+        await store.open_incident(incident("a:down"), explode)
+    assert await store.count_rows() == dict.fromkeys(
+        ("probes", "metric_samples", "events", "incidents"), 0
+    )
+    # Nothing half-done is left behind: the fingerprint is free and the store usable.
+    opened = await store.open_incident(incident("a:down"), announce(INCIDENT_OPENED))
+    assert opened is not None
+
+    with pytest.raises(RuntimeError):
+        await store.update_incident("a:down", "warning", "changed", explode)
+    with pytest.raises(RuntimeError):
+        await store.resolve_incident("a:down", at(60), explode)
+    assert await store.get_open_incident("a:down") == opened
+    assert (await store.count_rows())["events"] == 1
+
+
+async def test_concurrent_open_same_fingerprint(store: Store) -> None:
+    results = await asyncio.gather(
+        *(
+            store.open_incident(incident("a:down", i, id=f"inc-{i}"), announce(INCIDENT_OPENED))
+            for i in range(10)
+        )
+    )
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    counts = await store.count_rows()
+    assert (counts["incidents"], counts["events"]) == (1, 1)
+    (ev,) = await store.unpublished_events()
+    assert ev.incident_id == winners[0].id
+
+
+async def test_concurrent_open_across_connections(open_new: OpenStore) -> None:
+    """Several replicas (separate connections) racing on one fingerprint."""
+    stores = [await open_new() for _ in range(3)]
+    results = await asyncio.gather(
+        *(
+            s.open_incident(incident("a:down", i, id=f"inc-{i}"), announce(INCIDENT_OPENED))
+            for i, s in enumerate(stores * 3)
+        )
+    )
+    assert sum(r is not None for r in results) == 1
+    counts = await stores[0].count_rows()
+    assert (counts["incidents"], counts["events"]) == (1, 1)
+
+
+async def test_concurrent_migrate_applies_each_version_once(
+    open_new: OpenStore, backend_name: str
+) -> None:
+    stores = [await open_new(auto_migrate=False) for _ in range(3)]
+    results = await asyncio.gather(*(s.migrate() for s in stores))
+    assert sorted(v for r in results for v in r) == [
+        m.version for m in load_migrations(backend_name)
+    ]
+
+
+async def test_negative_limit_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await store.recent_probes("a", limit=-1)
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_events(limit=-1)
+
+
+async def test_count_rows(store: Store) -> None:
+    await store.add_probes([probe("a", 1), probe("a", 2)])
+    await store.add_metric_samples([MetricSample("a", at(1), "cpu_percent", 1.0)])
+    await store.append_events([event()])
+    await store.open_incident(incident(), announce(INCIDENT_OPENED))
+    assert await store.count_rows() == {
+        "probes": 2,
+        "metric_samples": 1,
+        "events": 2,
+        "incidents": 1,
+    }
+
+
+# -- SQLite specifics and helpers (not part of the backend contract) -------------------
+
+
+async def test_sqlite_memory_database() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    try:
+        await store.add_probes([probe("a", 1)])
+        assert await store.recent_probes("a") == [probe("a", 1)]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_file_uses_wal(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "orch.db")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "orch.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        (version, name, applied_at) = conn.execute("SELECT * FROM schema_migrations").fetchone()
+    conn.close()
+    assert (version, name) == (1, "initial")
+    assert datetime.fromisoformat(applied_at).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("statement", "committed"),
+    [
+        ("BEGIN IMMEDIATE", False),
+        ("INSERT INTO incidents", False),
+        ("INSERT INTO events", False),
+        ("COMMIT", True),  # the cancel raced the commit: all, never half
+    ],
+)
+async def test_sqlite_cancel_mid_transaction(
+    tmp_path: Path, statement: str, committed: bool
+) -> None:
+    """Cancel the caller while a given statement runs on aiosqlite's thread (the trace
+    callback fires as it starts): the transaction is whole or absent, the store usable."""
+    store = SQLiteStore(tmp_path / "orch.db")
+    await store.open()
+    try:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(
+            store.open_incident(incident("a:down"), announce(INCIDENT_OPENED))
+        )
+
+        def trace(sql: str) -> None:
+            if sql.startswith(statement):  # cancelling a finished task is a no-op
+                loop.call_soon_threadsafe(task.cancel)
+
+        db = store._db
+        assert db is not None
+        await db.set_trace_callback(trace)  # queued before the task's first statement
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        counts = await store.count_rows()
+        assert (counts["incidents"], counts["events"]) == ((1, 1) if committed else (0, 0))
+        again = await store.open_incident(incident("a:down", 5), announce(INCIDENT_OPENED))
+        assert (again is None) == committed
+        await store.add_probes([probe("a", 1)])
+    finally:
+        await store.close()
+
+
+async def test_sqlite_store_refuses_use_before_open() -> None:
+    store = SQLiteStore(":memory:")
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.count_rows()
+
+
+async def test_factory(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path / "x.db", auto_migrate=False)
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    try:
+        assert await store.migrate() == [1]
+    finally:
+        await store.close()
+    with pytest.raises(NotImplementedError, match="PostgreSQL"):
+        open_store("postgresql://u:secret@db/orch", tmp_path / "x.db")
+    with pytest.raises(ValueError, match="'mysql'") as err:
+        open_store("mysql://u:secret@db/orch", tmp_path / "x.db")
+    assert "secret" not in str(err.value)
+
+
+def test_load_migrations_orders_and_validates(tmp_path: Path) -> None:
+    (tmp_path / "0010_later.sql").write_text("SELECT 2;")
+    (tmp_path / "0002_first.sql").write_text("SELECT 1;")
+    (tmp_path / "README.md").write_text("not a migration")
+    migrations = load_migrations("test", tmp_path)
+    assert [(m.version, m.name) for m in migrations] == [(2, "first"), (10, "later")]
+    assert [m.version for m in pending(migrations, [2])] == [10]
+
+    (tmp_path / "0002_again.sql").write_text("SELECT 3;")
+    with pytest.raises(ValueError, match="duplicate"):
+        load_migrations("test", tmp_path)
+    (tmp_path / "0002_again.sql").unlink()
+    (tmp_path / "3_bad-name.sql").write_text("SELECT 3;")
+    with pytest.raises(ValueError, match="NNNN_name"):
+        load_migrations("test", tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load_migrations("no-such-backend")
+
+
+def test_split_statements() -> None:
+    script = """
+    -- leading comment; with a semicolon
+    CREATE TABLE t (v TEXT DEFAULT 'a;b'); CREATE INDEX i ON t (v);
+    CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+        UPDATE t SET v = 'x;y';
+    END;
+    /* trailing; comment */
+    """
+    statements = split_statements(script)
+    assert len(statements) == 3
+    assert statements[1] == "CREATE INDEX i ON t (v);"
+    assert statements[2].startswith("CREATE TRIGGER") and statements[2].endswith("END;")
+    with pytest.raises(ValueError, match="incomplete"):
+        split_statements("CREATE TABLE t (v TEXT)")
