@@ -1,0 +1,44 @@
+"""Helpers shared by several test modules (fixtures themselves live in conftest.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.bus import InProcessBus
+from agents.clock import FakeClock
+from agents.events import Event
+from agents.outbox import OutboxRelay
+from bot.config import Config, Project
+from storage.sqlite import SQLiteStore
+
+
+def make_project(
+    name: str = "email-blast", url: str = "http://127.0.0.1:8101", **settings: Any
+) -> Project:
+    """A validated project with every default filled in, as agents see it."""
+    return Config.model_validate({"projects": [{"name": name, "url": url, **settings}]}).project(
+        name
+    )
+
+
+@dataclass
+class Stack:
+    """The real event path: SQLite store (the outbox), relay, in-process bus, and a
+    subscriber that records every event delivered."""
+
+    clock: FakeClock
+    store: SQLiteStore
+    bus: InProcessBus
+    relay: OutboxRelay
+    seen: list[Event] = field(default_factory=list)
+
+    async def settle(self) -> list[Event]:
+        """Publish everything committed and wait until every subscriber handled it, again
+        until handlers have nothing more to publish."""
+        while await self.relay.flush():
+            await self.bus.drain()
+        return self.seen
+
+    def of_type(self, *types: str) -> list[Event]:
+        return [e for e in self.seen if e.type in types]
