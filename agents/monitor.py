@@ -89,8 +89,12 @@ class ProjectMonitor:
             if name not in self._tasks or changed:
                 if name in self._tasks:
                     self._tasks.pop(name).cancel()
+                assert project.interval is not None
+                # The phase is fixed now, when the project is added, not when the task
+                # first runs: a fleet added at once is spread over exactly one interval.
+                first_due = self._clock.monotonic() + self._rng.uniform(0, project.interval)
                 self._tasks[name] = asyncio.create_task(
-                    self._poll_forever(name), name=f"poll:{name}"
+                    self._poll_forever(name, first_due), name=f"poll:{name}"
                 )
 
     async def stop(self) -> None:
@@ -100,10 +104,7 @@ class ProjectMonitor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _poll_forever(self, name: str) -> None:
-        first = self._projects[name]
-        assert first.interval is not None
-        due = self._clock.monotonic() + self._rng.uniform(0, first.interval)
+    async def _poll_forever(self, name: str, due: float) -> None:
         while True:
             project = self._projects[name]
             assert project.interval is not None and project.recheck_interval is not None

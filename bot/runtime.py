@@ -67,6 +67,7 @@ class Runtime:
     async def start(self) -> None:
         await self.store.open()
         self._started.append("store")
+        await self._restore_state()
         await self.bus.start()
         self._started.append("bus")
         await self.relay.start()
@@ -112,6 +113,19 @@ class Runtime:
                 await steps[name]()
             except Exception:
                 log.exception("stopping %s failed", name)
+
+    async def _restore_state(self) -> None:
+        """Seed the agents from open incidents, so a restarted orch neither re-announces a
+        known outage nor resolves it on the first good probe."""
+        known = set(self.config.project_names())
+        for incident in await self.store.list_incidents(open_only=True, limit=100_000):
+            if incident.project not in known:
+                continue
+            if incident.condition == "down":
+                self.health.restore(incident.project, "down")
+            elif incident.condition.startswith("metric:"):
+                level = "crit" if incident.severity == "critical" else "warn"
+                self.analyzer.restore(incident.project, incident.condition[7:], level)
 
     async def _on_result(self, result: ProbeResult) -> None:
         project = self.config.project(result.project)
