@@ -4,6 +4,11 @@ This module only describes and validates; ``bot.config_loader`` reads the YAML, 
 environment for secrets and turns validation errors into messages with file and line.
 After validation every project carries concrete values: anything it leaves out is filled
 from ``defaults``, so agents never look at ``defaults`` themselves.
+
+Every error carries a ``loc`` naming the offending field: rules between two fields of one
+object are field validators (they see the fields declared before them in ``info.data``);
+rules spanning objects (``bot.config_rules``) run on ``Config``'s raw input, so one pass
+reports every problem, each at its own place.
 """
 
 from __future__ import annotations
@@ -12,33 +17,61 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bot.config_rules import cross_problems, reraisable
+from bot.config_values import (  # noqa: F401  (re-exported: the public config API)
+    NAME_PATTERN,
+    is_loopback_url,
+    parse_duration,
+    suggest,
+)
 
 Action = Literal["restart", "pause", "resume", "clear_cache"]
 ACTIONS: tuple[Action, ...] = ("restart", "pause", "resume", "clear_cache")
 Kind = Literal["contract", "http", "prometheus"]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+def _check_name(value: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(
+            f"a name is lowercase letters, digits and '-' (at most 63, not starting with '-'),"
+            f" got {value!r}"
+        )
+    return value
 
 
-def parse_duration(value: Any) -> float:
-    """``10s``, ``5m``, ``1.5h``, ``250ms`` or a bare number of seconds → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 10s, 5m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration like 10s, 5m or 1h, got {value!r}")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
+def _slack_id(value: str) -> str:
+    if not re.fullmatch(r"[USW][A-Z0-9]{2,20}", value):
+        raise ValueError(f"expected a Slack user (U…, W…) or user-group (S…) id, got {value!r}")
+    return value
+
+
+def _argv(value: Any) -> Any:
+    # A string here would tempt someone to hand it to a shell; say so instead of "not a list".
+    if isinstance(value, str):
+        raise ValueError(f"a command is an argv list like [systemctl, restart, x], got {value!r}")
+    return value
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Name = Annotated[str, AfterValidator(_check_name)]
+SlackId = Annotated[str, AfterValidator(_slack_id)]
+Argv = Annotated[
+    list[Annotated[str, Field(min_length=1)]], Field(min_length=1), BeforeValidator(_argv)
+]
 
 
 class _Strict(BaseModel):
@@ -57,6 +90,11 @@ class Threshold(_Strict):
     def _from_number(cls, value: Any) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return {"warn": value}
+        if not isinstance(value, dict | Threshold):
+            raise ValueError(
+                f"a threshold is a number (the warn level) or {{warn, crit, direction}},"
+                f" got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -66,7 +104,10 @@ class Threshold(_Strict):
         if self.warn is not None and self.crit is not None:
             wrong = self.crit < self.warn if self.direction == "above" else self.crit > self.warn
             if wrong:
-                raise ValueError(f"crit must be beyond warn for direction {self.direction}")
+                raise ValueError(
+                    f"crit {self.crit:g} must be beyond warn {self.warn:g}"
+                    f" for direction {self.direction}"
+                )
         return self
 
 
@@ -80,7 +121,9 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
 class HttpCheck(_Strict):
     """For ``kind: http``: what a healthy answer looks like."""
 
-    expect_status: list[int] = Field(default_factory=lambda: [200])
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200]
+    )
     body_contains: str | None = None
     json_path: str | None = None  # dotted path into a JSON body, e.g. "status.db"
     json_equals: Any = None
@@ -110,36 +153,50 @@ class Defaults(_Strict):
     flap_window: int = Field(21, ge=3, le=200)
     flap_start: float = Field(0.20, gt=0, le=1)
     flap_stop: float = Field(0.05, ge=0, lt=1)
+    # Merged over DEFAULT_THRESHOLDS per metric, so naming one metric here cannot silently
+    # switch off the built-in memory or CPU levels.
     thresholds: dict[str, Threshold] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
-    @model_validator(mode="after")
-    def _sane(self) -> Defaults:
-        if self.timeout > self.interval:
-            raise ValueError("timeout must not be longer than interval")
-        if self.flap_stop >= self.flap_start:
-            raise ValueError("flap_stop must be lower than flap_start")
-        return self
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_fits(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and value > interval:
+            raise ValueError(f"timeout {value:g}s is longer than interval {interval:g}s")
+        return value
+
+    @field_validator("flap_stop")
+    @classmethod
+    def _hysteresis(cls, value: float, info: ValidationInfo) -> float:
+        start = info.data.get("flap_start")
+        if start is not None and value >= start:
+            raise ValueError(f"flap_stop {value:g} must be lower than flap_start {start:g}")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _over_builtin(cls, value: dict[str, Threshold]) -> dict[str, Threshold]:
+        return {**DEFAULT_THRESHOLDS, **value}
 
 
 class Orchestrator(_Strict):
     """A group: its own channel, approvers (Slack user or user-group ids) and projects."""
 
-    channel: str = Field(pattern=r"^[#A-Za-z0-9][\w.-]{0,79}$")
-    approvers: list[str] = Field(default_factory=list)
-    oncall: str | None = None  # a Slack user-group id mentioned on escalations
+    channel: str
+    approvers: list[SlackId] = Field(default_factory=list)
+    oncall: SlackId | None = None  # a Slack user-group id mentioned on escalations
     projects: list[str] = Field(default_factory=list)
 
-    @field_validator("approvers")
+    @field_validator("channel")
     @classmethod
-    def _slack_ids(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not re.fullmatch(r"[US][A-Z0-9]{2,20}", item):
-                raise ValueError(f"{item!r} is not a Slack user (U…) or user-group (S…) id")
+    def _channel(cls, value: str) -> str:
+        if not re.fullmatch(r"[#A-Za-z0-9][\w.-]{0,79}", value):
+            raise ValueError(f"expected a channel like #ops-outreach or an id, got {value!r}")
         return value
 
 
 class Project(_Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Name
     url: str
     kind: Kind = "contract"
     # Where /control lives when it is not `url` (a supervisor port that survives a crash).
@@ -147,8 +204,9 @@ class Project(_Strict):
     control_secret_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     allowed_actions: list[Action] = Field(default_factory=list)
     needs_approval: list[Action] = Field(default_factory=list)
-    # argv per action for projects that do not speak the contract (never a shell string)
-    control_commands: dict[Action, list[str]] = Field(default_factory=dict)
+    # argv per action for projects that do not speak the contract (never a shell string);
+    # validated even when absent so an http project allowing `restart` must say how.
+    control_commands: dict[Action, Argv] = Field(default_factory=dict, validate_default=True)
     depends_on: list[str] = Field(default_factory=list)
     http: HttpCheck | None = None
     # Filled from `defaults` when left out (see Config._fill_defaults).
@@ -163,8 +221,12 @@ class Project(_Strict):
     flap_start: float | None = Field(None, gt=0, le=1)
     flap_stop: float | None = Field(None, ge=0, lt=1)
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
-    orchestrator: str | None = None  # set from the orchestrators section
+    # Set from the orchestrators section (accepted in input only when it agrees, so that a
+    # dumped Config validates again).
+    orchestrator: str | None = None
 
+    # The validators below read earlier fields from info.data; a field that failed its
+    # own validation is absent there, and then the cross-field rule stays quiet.
     @field_validator("url", "control_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -172,24 +234,50 @@ class Project(_Strict):
             return value
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+            raise ValueError(f"expected an http(s) URL with a host, got {value!r}")
         return value.rstrip("/")
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Project:
-        extra = sorted(set(self.needs_approval) - set(self.allowed_actions))
+    @field_validator("control_secret_env")
+    @classmethod
+    def _secret_for_contract(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("kind") not in (None, "contract"):
+            raise ValueError("control_secret_env is only for kind: contract")
+        return value
+
+    @field_validator("allowed_actions")
+    @classmethod
+    def _contract_needs_secret(cls, value: list[Action], info: ValidationInfo) -> list[Action]:
+        secretless = "control_secret_env" in info.data and not info.data["control_secret_env"]
+        if value and info.data.get("kind") == "contract" and secretless:
+            raise ValueError("a contract project needs control_secret_env to run any action")
+        return value
+
+    @field_validator("needs_approval")
+    @classmethod
+    def _subset(cls, value: list[Action], info: ValidationInfo) -> list[Action]:
+        allowed = info.data.get("allowed_actions")
+        extra = sorted(set(value) - set(allowed)) if allowed is not None else []
         if extra:
             raise ValueError(f"needs_approval lists actions not in allowed_actions: {extra}")
-        if self.kind == "contract" and self.control_commands:
+        return value
+
+    @field_validator("control_commands")
+    @classmethod
+    def _commands(cls, value: dict[Action, list[str]], info: ValidationInfo) -> Any:
+        kind = info.data.get("kind")
+        if kind == "contract" and value:
             raise ValueError("control_commands are for http/prometheus projects")
-        if self.kind != "contract" and self.control_secret_env:
-            raise ValueError("control_secret_env is only for kind: contract")
-        if self.kind != "http" and self.http is not None:
+        missing = [a for a in info.data.get("allowed_actions") or () if a not in value]
+        if kind in ("http", "prometheus") and missing:
+            raise ValueError(f"allowed actions without a command: {missing}")
+        return value
+
+    @field_validator("http")
+    @classmethod
+    def _http_kind(cls, value: HttpCheck | None, info: ValidationInfo) -> HttpCheck | None:
+        if value is not None and info.data.get("kind") not in (None, "http"):
             raise ValueError("an http: check section needs kind: http")
-        for action, argv in self.control_commands.items():
-            if not argv or not all(isinstance(a, str) and a for a in argv):
-                raise ValueError(f"control_commands.{action} must be a non-empty argv list")
-        return self
+        return value
 
     # Concrete accessors for code that runs after validation.
     @property
@@ -197,48 +285,52 @@ class Project(_Strict):
         return self.control_url or self.url
 
 
+_FILLED = (
+    "interval", "timeout", "recheck_interval", "failure_threshold", "success_threshold",
+    "anomaly_open_after", "anomaly_close_after", "flap_window", "flap_start", "flap_stop",
+)  # fmt: skip
+
+
+_BUILTIN = {k: Defaults.model_fields[k].default for k in ("timeout", "interval")}
+
+
 class Config(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
-    orchestrators: dict[str, Orchestrator] = Field(default_factory=dict)
+    orchestrators: dict[Name, Orchestrator] = Field(default_factory=dict)
     projects: list[Project] = Field(default_factory=list)
     # Demo-only: projects whose secret variable is unset get a fixed, publicly known demo
     # secret. Refused unless every project URL is on loopback; never use in production.
-    demo_secrets: bool = False
+    # Strict so that a quoted "yes" cannot switch it on past the loopback check.
+    demo_secrets: StrictBool = False
 
-    @model_validator(mode="after")
-    def _fill_defaults(self) -> Config:
-        names = [p.name for p in self.projects]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate project names: {dupes}")
-        known = set(names)
+    @model_validator(mode="wrap")
+    @classmethod
+    def _checked(cls, data: Any, handler: ModelWrapValidatorHandler[Config]) -> Config:
+        # Rules spanning objects run on the raw input before field validation, so a file
+        # with a bad interval and an unknown depends_on reports both in one pass.
+        problems = cross_problems(data, _BUILTIN)
+        try:
+            config = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            errors = [reraisable(e) for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, errors + problems) from None
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, problems)
+        config._fill_defaults()
+        return config
+
+    def _fill_defaults(self) -> None:
         for project in self.projects:
-            for field_name in (
-                "interval", "timeout", "recheck_interval", "failure_threshold",
-                "success_threshold", "anomaly_open_after", "anomaly_close_after",
-                "flap_window", "flap_start", "flap_stop",
-            ):  # fmt: skip
+            for field_name in _FILLED:
                 if getattr(project, field_name) is None:
                     setattr(project, field_name, getattr(self.defaults, field_name))
             project.thresholds = {**self.defaults.thresholds, **project.thresholds}
-            assert project.timeout is not None and project.interval is not None
-            if project.timeout > project.interval:
-                raise ValueError(f"project {project.name}: timeout longer than interval")
-            missing = [d for d in project.depends_on if d not in known]
-            if missing:
-                raise ValueError(f"project {project.name}: depends_on unknown {missing}")
+        by_name = {p.name: p for p in self.projects}
         for group_name, group in self.orchestrators.items():
             for member in group.projects:
-                if member not in known:
-                    raise ValueError(f"orchestrator {group_name}: unknown project {member!r}")
-                owner = self.project(member)
-                if owner.orchestrator not in (None, group_name):
-                    raise ValueError(
-                        f"project {member!r} is in two orchestrators: "
-                        f"{owner.orchestrator} and {group_name}"
-                    )
-                owner.orchestrator = group_name
-        return self
+                by_name[member].orchestrator = group_name
 
     def project(self, name: str) -> Project:
         for project in self.projects:
