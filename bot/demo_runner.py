@@ -112,7 +112,7 @@ async def _play(
             view.say(step.say)
             if step.fault is not None:
                 fault = step.fault
-                fleet.service(fault.project).inject(fault.fault)
+                await fleet.service(fault.project).inject(fault.fault)
             elif step.control is not None:
                 project = config.project(step.control[0])
                 secret = control_secret(project, config, settings.env)
