@@ -137,6 +137,14 @@ class Store(Protocol):
         """Newest opened first."""
         ...
 
+    async def claim_event(self, role: str, event_id: str) -> bool:
+        """Record that consumer ``role`` handles ``event_id``; False when it already had.
+
+        Bus consumers call it after their handler's effects are stored (and before
+        acknowledging), so a redelivered event is skipped by every replica of that role.
+        """
+        ...
+
     async def count_rows(self) -> dict[str, int]:
         """Row counts per table (probes, metric_samples, events, incidents)."""
         ...

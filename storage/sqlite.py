@@ -225,6 +225,15 @@ class SQLiteStore:
         rows = await self._fetch(SQL.list_incidents(where), (*params, _limit(limit)))
         return [incident_from_row(r) for r in rows]
 
+    async def claim_event(self, role: str, event_id: str) -> bool:
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "INSERT INTO consumed_events (role, event_id, consumed_at_us) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (role, event_id, to_us(self._clock.now())),
+            )
+            return cursor.rowcount == 1
+
     async def count_rows(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for table in TABLES:  # fixed names, never input

@@ -11,6 +11,7 @@ from agents.clock import FakeClock
 from agents.events import Event
 from agents.outbox import OutboxRelay
 from storage.sqlite import SQLiteStore
+from tests import services
 from tests.support import Stack
 
 
@@ -36,3 +37,15 @@ async def stack(clock: FakeClock) -> AsyncIterator[Stack]:
     finally:
         await bus.stop()
         await store.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The PostgreSQL server for tests (skips, or fails under CI=true, when away)."""
+    return services.database_url()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server for tests (skips, or fails under CI=true, when away)."""
+    return services.redis_url()

@@ -567,7 +567,7 @@ async def test_factory(tmp_path: Path) -> None:
     assert isinstance(store, SQLiteStore)
     await store.open()
     try:
-        assert await store.migrate() == [1]
+        assert await store.migrate() == [m.version for m in load_migrations("sqlite")]
     finally:
         await store.close()
     with pytest.raises(NotImplementedError, match="PostgreSQL"):
@@ -611,3 +611,11 @@ def test_split_statements() -> None:
     assert statements[2].startswith("CREATE TRIGGER") and statements[2].endswith("END;")
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("CREATE TABLE t (v TEXT)")
+
+
+async def test_claim_event_is_true_once_per_role(store: Store) -> None:
+    assert await store.claim_event("incidents", "e1") is True
+    assert await store.claim_event("incidents", "e1") is False
+    assert await store.claim_event("slack", "e1") is True  # another role has its own record
+    results = await asyncio.gather(*(store.claim_event("digest", "e2") for _ in range(10)))
+    assert sorted(results) == [False] * 9 + [True]
