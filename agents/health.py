@@ -163,7 +163,7 @@ class HealthMonitor:
             if events:
                 await self._relay.emit(events)
                 for event in events:
-                    log.info("%s %s %s", name, event.type, event.payload)
+                    log.debug("%s %s %s", name, event.type, event.payload)
             self._health[name] = health
             self._flap[name] = flap
             return events

@@ -111,7 +111,7 @@ class IncidentManager:
         )
         opened = await self._store.open_incident(incident, self._event_for(INCIDENT_OPENED))
         if opened is not None:
-            log.info("incident opened %s (%s)", fingerprint, severity)
+            log.debug("incident opened %s (%s)", fingerprint, severity)
             self._relay.wake()
         return opened
 
@@ -133,7 +133,7 @@ class IncidentManager:
             fingerprint, severity, summary, self._event_for(INCIDENT_UPDATED)
         )
         if updated is not None:
-            log.info("incident updated %s (%s)", fingerprint, severity)
+            log.debug("incident updated %s (%s)", fingerprint, severity)
             self._relay.wake()
 
     async def _resolve(self, cause: Event, fingerprint: str) -> None:
@@ -144,7 +144,7 @@ class IncidentManager:
             fingerprint, cause.ts, self._event_for(INCIDENT_RESOLVED)
         )
         if resolved is not None:
-            log.info("incident resolved %s after %ss", fingerprint, resolved.duration_s)
+            log.debug("incident resolved %s after %ss", fingerprint, resolved.duration_s)
             self._relay.wake()
 
     async def _already_resolved_after(self, project: str, fingerprint: str, ts: datetime) -> bool:

@@ -153,7 +153,7 @@ class MetricsAnalyzer:
             if events:
                 await self._relay.emit(events)
                 for event in events:
-                    log.info("%s %s %s", name, event.type, event.payload)
+                    log.debug("%s %s %s", name, event.type, event.payload)
             self._state.update(updates)
             return events
 

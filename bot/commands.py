@@ -54,10 +54,9 @@ async def run(settings: Settings, config: Config) -> int:
 
 
 async def fleet(settings: Settings, config: Config, faults: list, for_seconds: float | None) -> int:
+    from agents.clock import SystemClock
     from demo.faults import run_fault_schedule
     from demo.fleet import Fleet
-
-    from agents.clock import SystemClock
 
     stop = stop_event_on_signals()
     clock = SystemClock()

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from demo.faults import FaultSpec, run_fault_schedule
-from demo.fleet import Fleet
 
 from agents.clock import Clock, SystemClock
 from agents.control import send_control
@@ -26,6 +24,8 @@ from bot.secrets import control_secret
 from bot.settings import Settings
 from bot.signals import stop_event_on_signals, wait_for_stop
 from bot.terminal_view import TerminalView
+from demo.faults import FaultSpec, run_fault_schedule
+from demo.fleet import Fleet
 
 
 @dataclass
@@ -71,6 +71,7 @@ async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> 
     tasks: list[asyncio.Task[None]] = []
     try:
         await fleet.start()
+        _use_bound_ports(config, fleet)
         await runtime.start()
         web = runtime.web.url if runtime.web else "(web app off)"
         print(
@@ -95,6 +96,14 @@ async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> 
         if jsonl is not None:
             jsonl.close()
     return 0
+
+
+def _use_bound_ports(config: Config, fleet: Fleet) -> None:
+    """A demo config may say port 0 (any free port, as the tests do); the orchestrator
+    must then probe the ports the fleet actually bound."""
+    for project in config.projects:
+        project.url = fleet.url(project.name)
+        project.control_url = fleet.control_url(project.name)
 
 
 async def _play(

@@ -8,22 +8,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from agents.incidents import IncidentManager
-from agents.metrics_analyzer import MetricsAnalyzer
-from agents.probe import ProbeClient
-from storage.factory import open_store
 
 from agents.bus import EventBus, InProcessBus
 from agents.clock import Clock, SystemClock
 from agents.health import HealthMonitor
+from agents.incidents import IncidentManager
+from agents.metrics_analyzer import MetricsAnalyzer
 from agents.monitor import ProjectMonitor
 from agents.outbox import OutboxRelay
+from agents.probe import ProbeClient
 from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
 from bot.config import Config
+from bot.event_text import EventLogger
 from bot.settings import Settings
 from bot.web import WebServer, make_web_app
 from storage.base import Store
+from storage.factory import open_store
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Runtime:
         self.analyzer = MetricsAnalyzer(self.relay, clock=self.clock)
         self.incidents = IncidentManager(self.store, self.relay, clock=self.clock)
         self.incidents.register(self.bus)
+        EventLogger().register(self.bus)
         self.recorder = ProbeRecorder(self.store, clock=self.clock)
         self.result_listeners: list[ResultListener] = list(self.options.extra_result_listeners)
         self._session: aiohttp.ClientSession | None = None

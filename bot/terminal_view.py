@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -18,36 +18,10 @@ from rich.text import Text
 from agents.bus import EventBus
 from agents.events import Event
 from agents.probe_result import ProbeResult
+from bot.event_text import describe
 
 STATUS_STYLE = {"healthy": "green", "degraded": "yellow", "down": "bold red", "unknown": "dim"}
 KEY_METRICS = ("cpu_percent", "memory_percent", "error_rate")
-
-
-def describe(event: Event) -> str:
-    """One human line for an event (no colours)."""
-    p: dict[str, Any] = event.payload
-    what = {
-        "project.status_changed": lambda: f"{p.get('from')} → {p.get('to')}: {p.get('reason')}",
-        "project.flapping": lambda: "started flapping" if p.get("started") else "stopped flapping",
-        "metric.anomaly": lambda: (
-            f"{p.get('metric')} = {p.get('value')} beyond {p.get('threshold')} ({p.get('level')})"
-        ),
-        "metric.recovered": lambda: f"{p.get('metric')} back to {p.get('value')}",
-        "incident.opened": lambda: f"OPENED [{p.get('severity')}] {p.get('summary')}",
-        "incident.updated": lambda: f"updated [{p.get('severity')}] {p.get('summary')}",
-        "incident.resolved": lambda: (
-            f"RESOLVED {p.get('fingerprint')} after {_duration(p.get('duration_s'))}"
-        ),
-    }.get(event.type)
-    text = what() if what else ", ".join(f"{k}={v}" for k, v in sorted(p.items()))
-    return f"{event.ts:%H:%M:%S}  {event.project or '-':<14} {event.type:<24} {text}"
-
-
-def _duration(seconds: object) -> str:
-    if not isinstance(seconds, int | float):
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 class TerminalView:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from agents.bus import InProcessBus
 from agents.clock import FakeClock
@@ -42,3 +44,28 @@ class Stack:
 
     def of_type(self, *types: str) -> list[Event]:
         return [e for e in self.seen if e.type in types]
+
+
+class StreamLines:
+    """Reads a process's output on a thread; ``wait_for`` blocks until a line contains
+    every needle (lines seen earlier count too), so tests wait on output, not on time."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def wait_for(self, *needles: str, timeout: float = 30) -> str:
+        for line in self.seen:
+            if all(n in line for n in needles):
+                return line
+        while True:
+            line = self.lines.get(timeout=timeout)
+            self.seen.append(line)
+            if all(n in line for n in needles):
+                return line
