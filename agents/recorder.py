@@ -41,6 +41,8 @@ class ProbeRecorder:
         self.written_probes = 0
         self.written_samples = 0
         self.dropped = 0
+        self.flushes = 0  # completed flushes that wrote something (observable in tests)
+        self._flushed = asyncio.Condition()
 
     def add(self, result: ProbeResult) -> None:
         self._probes.append(
@@ -74,6 +76,8 @@ class ProbeRecorder:
                     await self._store.add_metric_samples(samples)
                     self.written_samples += len(samples)
                     samples = []
+                if self.written_probes or self.written_samples:
+                    await self._announce_flush()
             finally:
                 # Whatever was not written goes back in front, within the bound.
                 self._probes[:0] = probes
@@ -82,6 +86,16 @@ class ProbeRecorder:
                 if overflow > 0:
                     self.dropped += overflow
                     del self._samples[: min(overflow, len(self._samples))]
+
+    async def _announce_flush(self) -> None:
+        async with self._flushed:
+            self.flushes += 1
+            self._flushed.notify_all()
+
+    async def wait_for_flushes(self, count: int) -> None:
+        """Until ``count`` flushes have written rows (tests and benchmarks)."""
+        async with self._flushed:
+            await self._flushed.wait_for(lambda: self.flushes >= count)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="probe-recorder")

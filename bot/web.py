@@ -27,14 +27,14 @@ class WebServer:
     """Runs an aiohttp app on host:port; port 0 picks a free one (see ``port``)."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         self._host = host
         self._port = port
         self.port = port
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         # With port 0 the OS picks one; the runner knows which address it bound.
         for address in self._runner.addresses:
