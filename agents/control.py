@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import aiohttp
+
 from orch_kit.signing import signed_headers
 
 
