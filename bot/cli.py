@@ -104,3 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(commands.dispatch(args, settings))
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a database that is down, a port already taken, …
+        # The message is already written for people (and free of DSN passwords).
+        print(f"orch: {exc}", file=sys.stderr)
+        return 1

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -183,3 +184,18 @@ def test_bad_fault_flag_is_a_usage_error(workdir: Path) -> None:
     done = orch("demo", "--fault", "email-blast:explode@3", workdir=workdir)
     assert done.returncode == 2
     assert "unknown fault 'explode'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_port_already_taken_is_one_clear_line(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env_port = str(taken.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "run", "--config", "projects.yml"],
+            env={**orch_env(workdir), "PORT": env_port},
+            cwd=workdir, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert "address already in use" in done.stderr.lower()
+    assert "Traceback" not in done.stderr
