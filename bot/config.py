@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    PrivateAttr,
     StrictBool,
     ValidationError,
     ValidationInfo,
@@ -302,6 +303,7 @@ class Config(_Strict):
     # secret. Refused unless every project URL is on loopback; never use in production.
     # Strict so that a quoted "yes" cannot switch it on past the loopback check.
     demo_secrets: StrictBool = False
+    _by_name: dict[str, Project] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -327,16 +329,14 @@ class Config(_Strict):
                 if getattr(project, field_name) is None:
                     setattr(project, field_name, getattr(self.defaults, field_name))
             project.thresholds = {**self.defaults.thresholds, **project.thresholds}
-        by_name = {p.name: p for p in self.projects}
+        self._by_name = {p.name: p for p in self.projects}
         for group_name, group in self.orchestrators.items():
             for member in group.projects:
-                by_name[member].orchestrator = group_name
+                self._by_name[member].orchestrator = group_name
 
     def project(self, name: str) -> Project:
-        for project in self.projects:
-            if project.name == name:
-                return project
-        raise KeyError(name)
+        # A dict, not a scan: the runtime looks a project up on every probe.
+        return self._by_name[name]
 
     def project_names(self) -> list[str]:
         return [p.name for p in self.projects]

@@ -1,0 +1,166 @@
+"""A simulated fleet: many healthy contract endpoints, one tiny aiohttp app per port.
+
+Run as a child of the bench (``python -m bench.fleet_server --count 500``): it binds
+``count`` ephemeral ports on 127.0.0.1, prints one JSON line ``{"ports": [...]}`` once all
+of them accept connections, and serves until its stdin closes (the parent exited or
+closed the pipe), SIGTERM or SIGINT arrives, or ``--max-seconds`` pass — so it never
+outlives the bench. Before it exits it prints ``{"cpu_s": ..., "peak_rss_mb": ...}``.
+
+Every answer is healthy and well under orch's default thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import socket
+import time
+from typing import Any
+
+from aiohttp import web
+
+from bench.proc import peak_rss_mb, raise_fd_limit, stdin_closed
+
+HEALTH = {"status": "pass", "version": "bench", "checks": {}, "output": ""}
+METRICS = {
+    "cpu_percent": 12.5,
+    "memory_percent": 40.0,
+    "error_rate": 0.001,
+    "requests_per_second": 5.0,
+    "latency_p95_ms": 20.0,
+}
+_STARTED = time.monotonic()
+
+
+def _status() -> dict[str, Any]:
+    return {
+        "state": "running",
+        "queue_depth": 0,
+        "uptime_s": round(time.monotonic() - _STARTED, 1),
+        "version": "bench",
+    }
+
+
+def _kit_app() -> web.Application | None:
+    """An app with the contract served by orch_kit, or None when the kit is not there."""
+    try:
+        from orch_kit import Callbacks, Health, mount_contract
+    except ImportError:
+        return None
+    app = web.Application()
+    mount_contract(
+        app,
+        Callbacks(
+            health=lambda: Health("pass"),
+            metrics=lambda: METRICS,
+            status=_status,
+            logs=lambda _query: [],
+            control=lambda _request: None,
+        ),
+        secret=b"orch-bench-secret",
+        version="bench",
+    )
+    return app
+
+
+# The fallback: the same JSON shapes from prebuilt bytes (DESIGN §3).
+_HEALTH_BODY = json.dumps(HEALTH).encode()
+_METRICS_BODY = json.dumps(METRICS).encode()
+
+
+async def _health(_request: web.Request) -> web.Response:
+    return web.Response(body=_HEALTH_BODY, content_type="application/health+json")
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=_METRICS_BODY, content_type="application/json")
+
+
+async def _status_handler(_request: web.Request) -> web.Response:
+    return web.json_response(_status())
+
+
+async def _logs(_request: web.Request) -> web.Response:
+    return web.json_response({"entries": []})
+
+
+async def _control(_request: web.Request) -> web.Response:
+    return web.json_response({"error": "unsigned"}, status=401)
+
+
+def _plain_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status_handler)
+    app.router.add_get("/logs", _logs)
+    app.router.add_post("/control", _control)
+    return app
+
+
+def make_app(use_kit: bool = True) -> tuple[web.Application, str]:
+    """A fresh contract app and which handlers serve it (``orch_kit`` or ``plain``)."""
+    app = _kit_app() if use_kit else None
+    return (app, "orch_kit") if app is not None else (_plain_app(), "plain")
+
+
+async def serve(count: int, max_seconds: float, use_kit: bool) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners: list[web.AppRunner] = []
+    ports: list[int] = []
+    kind = "none"
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+            app, kind = make_app(use_kit)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            runners.append(runner)
+            await web.SockSite(runner, sock, backlog=1024).start()
+        print(json.dumps({"ports": ports, "handlers": kind}), flush=True)
+        watchers = [
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(stdin_closed()),
+            asyncio.create_task(asyncio.sleep(max_seconds)),
+        ]
+        await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    finally:
+        for runner in reversed(runners):
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            print(
+                json.dumps(
+                    {"cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": peak_rss_mb()}
+                ),
+                flush=True,
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet_server")
+    parser.add_argument("--count", type=int, required=True, help="ports (apps) to serve")
+    parser.add_argument("--max-seconds", type=float, default=3600.0, help="hard stop")
+    parser.add_argument("--plain", action="store_true", help="do not use orch_kit")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.count, args.max_seconds, not args.plain))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The driver: start the fleet, run each measurement in its own process, report, clean up.
+
+Every child is tied to the driver: its stdin is a pipe the driver holds, and each child
+exits when that pipe closes, so no process outlives the bench, whether it ends normally,
+on an error or on Ctrl-C (which the whole process group receives anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import report
+from bench.proc import raise_fd_limit
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 120.0
+
+
+def log(message: str) -> None:
+    for line in message.splitlines():
+        print(f"[bench] {line}", file=sys.stderr, flush=True)
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        *args,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def _release(proc: asyncio.subprocess.Process, grace: float = 15.0) -> bytes:
+    """Close the child's lifeline, wait for it (then terminate, then kill); its stdout."""
+    if proc.stdin is not None and not proc.stdin.is_closing():
+        proc.stdin.close()
+    out = b""
+    try:
+        assert proc.stdout is not None
+        out = await asyncio.wait_for(proc.stdout.read(), grace)
+        await asyncio.wait_for(proc.wait(), grace)
+    except (TimeoutError, asyncio.CancelledError):
+        pass
+    finally:
+        for stop in (proc.terminate, proc.kill):
+            if proc.returncode is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 5.0)
+    return out
+
+
+async def _wait_ready(port: int) -> None:
+    """Poll ``/health`` on ``port`` until it answers 200."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    timeout = aiohttp.ClientTimeout(total=2.0)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/health") as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fleet port {port} not ready after {READY_TIMEOUT_S}s")
+            await asyncio.sleep(0.05)
+
+
+class Fleet:
+    """``projects`` contract endpoints spread over ``processes`` server processes."""
+
+    def __init__(self, projects: int, processes: int, max_seconds: float) -> None:
+        self.projects = projects
+        self.processes = max(1, min(processes, projects))
+        self.max_seconds = max_seconds
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.handlers = ""
+
+    async def start(self) -> list[int]:
+        share, extra = divmod(self.projects, self.processes)
+        for i in range(self.processes):
+            count = share + (1 if i < extra else 0)
+            self.procs.append(
+                await _spawn(
+                    "bench.fleet_server",
+                    "--count",
+                    str(count),
+                    "--max-seconds",
+                    str(self.max_seconds),
+                )
+            )
+        ports: list[int] = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
+            if not line:
+                raise RuntimeError("a fleet process exited before serving")
+            hello = json.loads(line)
+            ports.extend(hello["ports"])
+            self.handlers = hello["handlers"]
+            await asyncio.gather(_wait_ready(hello["ports"][0]), _wait_ready(hello["ports"][-1]))
+        return ports
+
+    async def stop(self) -> dict[str, float]:
+        outs = await asyncio.gather(*(_release(p) for p in self.procs))
+        self.procs = []
+        usage = {"cpu_s": 0.0, "peak_rss_mb": 0.0}
+        for out in outs:
+            for line in out.decode().splitlines():
+                with contextlib.suppress(ValueError):
+                    data = json.loads(line)
+                    usage["cpu_s"] += data.get("cpu_s", 0.0)
+                    usage["peak_rss_mb"] = max(usage["peak_rss_mb"], data.get("peak_rss_mb", 0.0))
+        return usage
+
+
+async def run_worker(
+    mode: str, ports_file: Path, args: argparse.Namespace, workdir: Path, profile: bool
+) -> dict[str, Any]:
+    cmd = [
+        "bench.polling",
+        f"--mode={mode}",
+        f"--ports-file={ports_file}",
+        f"--interval={args.interval}",
+        f"--timeout={min(5.0, args.interval)}",
+        f"--warmup={args.warmup}",
+        f"--duration={args.duration}",
+        f"--sqlite={workdir / f'{mode}.db'}",
+    ]
+    if profile:
+        cmd.append(f"--profile={report.RESULTS_DIR / f'{args.stamp}-{mode}.prof'}")
+    proc = await _spawn(*cmd)
+    assert proc.stdout is not None
+    try:
+        out = await asyncio.wait_for(proc.stdout.read(), args.warmup + args.duration + 300)
+        await proc.wait()
+    finally:
+        await _release(proc)
+    lines = out.decode().strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{mode} run failed (exit {proc.returncode})")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Fleet polling: orch's full pipeline against a bare aiohttp loop.",
+    )
+    parser.add_argument("--projects", type=int, help="endpoints to poll (default 1000)")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--duration", type=float, help="measured seconds (default 60)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds before measuring (default: one interval)"
+    )
+    parser.add_argument("--only", choices=("orch", "baseline"), help="run one side only")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of orch+baseline, alternating; figures are medians (default 1)",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 100 projects, 15 s")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile each side's window into bench/results/<timestamp>-<side>.prof "
+        "(slows it down: for finding hot spots, not for the figures)",
+    )
+    parser.add_argument(
+        "--fleet-procs", type=int, help="fleet server processes (default 1, or 2 above 250)"
+    )
+    args = parser.parse_args(argv)
+    if args.projects is None:
+        args.projects = 100 if args.quick else 1000
+    if args.duration is None:
+        args.duration = 15.0 if args.quick else 60.0
+    if args.warmup is None:
+        args.warmup = args.interval
+    if args.fleet_procs is None:
+        args.fleet_procs = 1 if args.projects <= 250 else 2
+    if min(args.projects, args.repeat) < 1 or args.interval <= 0 or args.duration <= 0:
+        parser.error("--projects, --repeat, --interval and --duration must be positive")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
+    return args
+
+
+async def run(args: argparse.Namespace) -> int:
+    # SIGTERM ends the bench like Ctrl-C: cancel, stop the children, remove temp files.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    stamp = args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.profile:
+        report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    modes = [args.only] if args.only else ["orch", "baseline"]
+    per_run = args.warmup + args.duration + 120
+    budget = per_run * len(modes) * args.repeat + 300
+    workdir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    fleet = Fleet(args.projects, args.fleet_procs, max_seconds=budget)
+    try:
+        log(f"fleet: {args.projects} endpoints in {fleet.processes} process(es)")
+        ports = await fleet.start()
+        ports_file = workdir / "ports.json"
+        ports_file.write_text(json.dumps(ports))
+        log(f"fleet ready ({fleet.handlers} handlers)")
+        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+        for round_ in range(args.repeat):
+            for mode in modes:  # alternating, so drifting machine load hits both sides
+                counter = f" (round {round_ + 1}/{args.repeat})" if args.repeat > 1 else ""
+                log(
+                    f"{mode}{counter}: polling every {args.interval:g}s, "
+                    f"warm-up {args.warmup:g}s, measuring {args.duration:g}s"
+                )
+                profile = args.profile and round_ == 0
+                runs[mode].append(await run_worker(mode, ports_file, args, workdir, profile))
+        results = {mode: report.aggregate(found) for mode, found in runs.items()}
+    finally:
+        usage = await fleet.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    params = {
+        "bench": "polling",
+        "projects": args.projects,
+        "interval_s": args.interval,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "repeat": args.repeat,
+        "fleet_handlers": fleet.handlers,
+        "profiled": args.profile,
+        "started": stamp,
+    }
+    fleet_usage = {"cpu_s": usage["cpu_s"], "peak_rss_mb": usage["peak_rss_mb"]}
+    path = report.emit(report.build_lines(params, results, fleet_usage), stamp)
+    log(report.summary(results))
+    for mode, result in results.items():
+        extra = {k: v for k, v in result.items() if k in report.DIAGNOSTICS}
+        if extra:
+            log(f"{mode}: {json.dumps(extra)}")
+    log(f"appended to {path.relative_to(ROOT)}")
+    if args.profile:
+        for mode in results:
+            prof = report.RESULTS_DIR / f"{stamp}-{mode}.prof"
+            log(report.top_functions(prof))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_fd_limit()
+    try:
+        return asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted; every bench process has been stopped")
+        return 130
+    except RuntimeError as exc:
+        log(f"failed: {exc}")
+        return 1
