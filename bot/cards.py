@@ -1,0 +1,367 @@
+"""View models: the plain data each Slack card, reply and view is rendered from.
+
+Builders turn incidents, events and statuses into these; the templates in ``templates/``
+turn them into Block Kit (``bot.render``).  Nothing here knows Block Kit, escaping or
+limits: values are raw (a summary may hold ``<!channel>``; the template layer makes it
+inert), lists are complete (templates cap what they show), numbers stay numbers.
+Fields ending in ``_id`` that the templates mention or put in buttons must be Slack or
+opaque ids; the render filters refuse anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from agents.events import Event
+from bot.render import format_duration
+from storage.base import Incident
+
+_SLACK_ID: Final = re.compile(r"[USW][A-Z0-9]{2,31}")
+# Failing first: the order every list of projects is shown in.
+STATUS_RANK: Final = {"down": 0, "degraded": 1, "unknown": 2, "healthy": 3}
+
+
+def slack_id_or_none(value: object) -> str | None:
+    """``value`` if it is a Slack user (U…, W…) or user-group (S…) id, else None."""
+    return value if isinstance(value, str) and _SLACK_ID.fullmatch(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentCardView:
+    """The one card per incident; edited in place as the incident changes."""
+
+    incident_id: str
+    project: str
+    fingerprint: str
+    severity: str  # critical | warning
+    summary: str
+    resolved: bool
+    opened_at: datetime
+    resolved_at: datetime | None
+    downtime_s: float | None  # set once resolved
+    project_status: str  # healthy | degraded | down | unknown
+    timeline_len: int  # entries in the card's thread
+    oncall_id: str | None  # who to mention; None = nobody
+
+    @classmethod
+    def from_incident(
+        cls,
+        incident: Incident,
+        *,
+        project_status: str = "unknown",
+        timeline_len: int = 0,
+        oncall_id: str | None = None,
+        mention_oncall: bool = True,
+    ) -> IncidentCardView:
+        """``oncall_id`` is mentioned only on an open critical incident and only when
+        ``mention_oncall`` (the notifier passes False for a silenced project or an edit
+        that must not ping again).  An id that is not a Slack id raises ValueError."""
+        if oncall_id is not None and slack_id_or_none(oncall_id) is None:
+            raise ValueError(f"oncall_id is not a Slack user or user-group id: {oncall_id!r}")
+        resolved = incident.state == "resolved"
+        downtime = incident.duration_s
+        if resolved and downtime is None and incident.resolved_at is not None:
+            downtime = (incident.resolved_at - incident.opened_at).total_seconds()
+        ping = mention_oncall and not resolved and incident.severity == "critical"
+        return cls(
+            incident_id=incident.id,
+            project=incident.project,
+            fingerprint=incident.fingerprint,
+            severity=incident.severity,
+            summary=incident.summary,
+            resolved=resolved,
+            opened_at=incident.opened_at,
+            resolved_at=incident.resolved_at,
+            downtime_s=downtime if resolved else None,
+            project_status=project_status,
+            timeline_len=timeline_len,
+            oncall_id=oncall_id if ping else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentLine:
+    """One incident in a list (storm message, App Home)."""
+
+    project: str
+    severity: str
+    summary: str
+    fingerprint: str
+    opened_at: datetime
+
+    @classmethod
+    def from_incident(cls, incident: Incident) -> IncidentLine:
+        i = incident
+        return cls(i.project, i.severity, i.summary, i.fingerprint, i.opened_at)
+
+
+@dataclass(frozen=True, slots=True)
+class StormView:
+    """Many incidents opened at once in one channel, folded into one message."""
+
+    incidents: tuple[IncidentLine, ...]
+    window_s: float
+
+    @classmethod
+    def from_incidents(cls, incidents: Iterable[Incident], window_s: float = 30) -> StormView:
+        lines = sorted(
+            (IncidentLine.from_incident(i) for i in incidents),
+            key=lambda line: (line.severity != "critical", line.opened_at, line.project),
+        )
+        return cls(tuple(lines), window_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRow:
+    """One project on the status reply and the App Home board."""
+
+    name: str
+    status: str  # healthy | degraded | down | unknown
+    uptime_24h: float | None  # percent; None when nothing was observed
+    open_incidents: int
+    orchestrator: str  # the group's name; "" when the project is in none
+
+
+def failing_first(rows: Iterable[ProjectRow]) -> tuple[ProjectRow, ...]:
+    return tuple(sorted(rows, key=lambda r: (STATUS_RANK.get(r.status, 2), r.name)))
+
+
+def _totals(rows: Sequence[ProjectRow]) -> dict[str, int]:
+    counts = {status: 0 for status in STATUS_RANK}
+    for row in rows:
+        key = row.status if row.status in counts else "unknown"
+        counts[key] += 1
+    return {status: n for status, n in counts.items() if n}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReplyView:
+    """``/orch status``: the fleet table, failing first."""
+
+    rows: tuple[ProjectRow, ...]
+    totals: dict[str, int]  # status -> count, failing statuses first, zeros left out
+    generated_at: datetime
+
+    @classmethod
+    def build(cls, rows: Iterable[ProjectRow], now: datetime) -> StatusReplyView:
+        ordered = failing_first(rows)
+        return cls(ordered, _totals(ordered), now)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHelp:
+    usage: str
+    description: str
+
+
+DEFAULT_COMMANDS: Final = (
+    CommandHelp("/orch status", "every project's status, 24 h uptime and open incidents"),
+    CommandHelp("/orch help", "this list"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HelpView:
+    commands: tuple[CommandHelp, ...] = DEFAULT_COMMANDS
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorView:
+    """An ephemeral reply when a command or button cannot be done."""
+
+    message: str
+    hint: str = ""  # what to do instead; "" for none
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """An approval request; its buttons carry only ``approval_id`` (DESIGN §5)."""
+
+    approval_id: str  # opaque; the handler re-reads project and action from the store
+    project: str
+    action: str
+    reason: str
+    requested_by: str  # a Slack user id (mentioned) or an agent's name (shown as text)
+    state: str  # pending | granted | denied | expired
+    expires_at: datetime
+    decided_by: str = ""  # likewise
+    incident_summary: str = ""
+
+    @property
+    def requester_id(self) -> str | None:
+        return slack_id_or_none(self.requested_by)
+
+    @property
+    def decided_by_id(self) -> str | None:
+        return slack_id_or_none(self.decided_by)
+
+
+@dataclass(frozen=True, slots=True)
+class HomeView:
+    """The App Home status board."""
+
+    rows: tuple[ProjectRow, ...]  # grouped by orchestrator, failing groups and rows first
+    totals: dict[str, int]
+    incidents: tuple[IncidentLine, ...]  # open, newest first
+    approvals: tuple[ApprovalView, ...]  # pending, oldest first
+    generated_at: datetime
+
+    @classmethod
+    def build(
+        cls,
+        rows: Iterable[ProjectRow],
+        incidents: Iterable[IncidentLine],
+        approvals: Iterable[ApprovalView],
+        now: datetime,
+    ) -> HomeView:
+        ordered = failing_first(rows)
+        worst: dict[str, int] = {}
+        for row in ordered:
+            rank = STATUS_RANK.get(row.status, 2)
+            worst[row.orchestrator] = min(worst.get(row.orchestrator, rank), rank)
+        grouped = sorted(ordered, key=lambda r: (worst[r.orchestrator], r.orchestrator))
+        return cls(
+            rows=tuple(grouped),  # sorted() is stable: failing first inside each group
+            totals=_totals(ordered),
+            incidents=tuple(sorted(incidents, key=lambda i: i.opened_at, reverse=True)),
+            approvals=tuple(sorted(approvals, key=lambda a: a.expires_at)),
+            generated_at=now,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    """One line in an incident card's thread, for any event."""
+
+    event_type: str
+    at: datetime
+    headline: str
+    details: tuple[str, ...]  # further lines (reason, error, evidence…)
+    mention_id: str | None  # on-call to mention (escalations only)
+
+    @classmethod
+    def from_event(cls, event: Event, oncall_id: str | None = None) -> TimelineEntry:
+        headline, details = describe_event(event.type, event.payload)
+        mention = slack_id_or_none(oncall_id) if event.type == "escalation.raised" else None
+        return cls(event.type, event.ts, headline, details, mention)
+
+
+def text_of(value: Any, limit: int = 500) -> str:
+    """A payload value as one line of text (payloads are JSON: anything may arrive)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, int | float):
+        text = f"{value:g}"
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_SUSPENDED: Final = {
+    "budget_exhausted": "the restart budget is used up",
+    "breaker_open": "the circuit breaker is open",
+    "flapping": "the project is flapping",
+    "paused": "remediation is paused",
+    "mass_failure": "too many projects are down at once (suspecting orch itself)",
+}
+MAX_EVIDENCE: Final = 5
+
+
+def _probe_line(probe: Any) -> str:
+    if not isinstance(probe, dict):
+        return text_of(probe)
+    parts = [f"probe {text_of(probe.get('level')) or '?'}"]
+    if probe.get("http_status") is not None:
+        parts.append(f"HTTP {text_of(probe['http_status'])}")
+    if isinstance(probe.get("latency_ms"), int | float):
+        parts.append(f"{probe['latency_ms']:.0f} ms")
+    return ", ".join(parts)
+
+
+def _or_q(p: dict[str, Any], key: str) -> str:
+    return text_of(p.get(key)) or "?"
+
+
+def _by(p: dict[str, Any]) -> str:
+    return f" by {text_of(p['by'])}" if p.get("by") else ""
+
+
+def _analysis(p: dict[str, Any]) -> tuple[str, list[str]]:
+    lines = [text_of(p.get("diagnosis"), 2000)]
+    evidence = p.get("evidence")
+    items = evidence if isinstance(evidence, list) else [evidence] if evidence else []
+    lines += [f"• {text_of(item)}" for item in items[:MAX_EVIDENCE]]
+    if len(items) > MAX_EVIDENCE:
+        lines.append(f"• and {len(items) - MAX_EVIDENCE} more")
+    confidence = p.get("confidence")
+    if isinstance(confidence, int | float) and 0 <= confidence <= 1:
+        confidence = f"{confidence:.0%}"
+    lines.append(
+        f"Recommended: {text_of(p.get('recommended_action')) or 'nothing'}"
+        f" (confidence {text_of(confidence) or '?'}, risk {text_of(p.get('risk')) or '?'})"
+    )
+    return f"Analysis by {text_of(p.get('engine')) or 'unknown engine'}", lines
+
+
+def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """(headline, detail lines) for a thread entry: the event's story in words."""
+    action = text_of(p.get("action") or p.get("action_id")) or "action"
+    headline: str
+    details: list[str] = []
+    if kind == "project.status_changed":
+        headline = f"Status {_or_q(p, 'from')} → {_or_q(p, 'to')}"
+        details = [text_of(p.get("reason")), _probe_line(p.get("probe"))]
+    elif kind == "project.flapping":
+        started = bool(p.get("started"))
+        headline = "Started flapping: no auto-fix" if started else "Stopped flapping"
+    elif kind == "metric.anomaly":
+        headline = (
+            f"{_or_q(p, 'metric')} = {_or_q(p, 'value')}"
+            f" beyond {_or_q(p, 'threshold')} ({_or_q(p, 'level')})"
+        )
+    elif kind == "metric.recovered":
+        headline = f"{_or_q(p, 'metric')} back to {_or_q(p, 'value')}"
+    elif kind in ("incident.opened", "incident.updated"):
+        verb = "opened" if kind == "incident.opened" else "updated, now"
+        headline = f"Incident {verb} {text_of(p.get('severity')) or 'of unknown severity'}"
+        details = [text_of(p.get("summary"), 2000)]
+    elif kind == "incident.resolved":
+        seconds = p.get("duration_s")
+        ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        headline = f"Resolved: down for {format_duration(seconds)}" if ok else "Resolved"
+    elif kind == "action.requested":
+        headline = f"{action} requested by {text_of(p.get('requested_by')) or 'someone'}"
+        details = [text_of(p.get("reason"))]
+        if p.get("needs_approval"):
+            details.append("Needs approval")
+    elif kind.startswith("action."):
+        headline = f"{action} {kind.removeprefix('action.')}"
+        details = [f"Error: {text_of(p['error'])}" if p.get("error") else ""]
+    elif kind.startswith("approval."):
+        headline = f"Approval {kind.removeprefix('approval.')}{_by(p)}"
+    elif kind == "remediation.suspended":
+        reason = p.get("reason")
+        why = _SUSPENDED.get(reason, text_of(reason)) if isinstance(reason, str) else ""
+        headline = f"Auto-remediation suspended: {why or 'no reason given'}"
+    elif kind == "escalation.raised":
+        headline = f"Escalated: {text_of(p.get('reason')) or 'needs a human'}"
+        context = p.get("context")
+        if isinstance(context, dict):
+            details = [f"{k}: {text_of(v)}" for k, v in sorted(context.items())]
+        else:
+            details = [text_of(context, 2000)]
+    elif kind == "analysis.completed":
+        headline, details = _analysis(p)
+    else:
+        headline = kind
+        details = [f"{k}: {text_of(v)}" for k, v in sorted(p.items())]
+    return headline, tuple(line for line in details if line)
