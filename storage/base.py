@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agents.events import Event
+from storage.coordination import CoordinationStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,38 @@ class Incident:
     duration_s: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeHour:
+    """One project's probes in one UTC hour, rolled up (definitions: ``storage.rollups``)."""
+
+    project: str
+    hour: datetime  # the hour's start
+    probes: int
+    failed: int
+    observed_s: float  # time covered by probe verdicts (at most 3600)
+    up_s: float  # the part of observed_s whose verdict was not ``fail``
+    latency_avg_ms: float | None  # over the non-failed probes; None when every probe failed
+    latency_max_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricHour:
+    """One metric of one project in one UTC hour: its finite samples summarised."""
+
+    project: str
+    metric: str
+    hour: datetime
+    n: int
+    min: float
+    avg: float
+    max: float
+
+
 # Builds the announcing event from the incident row as stored (inside the transaction).
 EventFor = Callable[[Incident], Event]
 
 
-class Store(Protocol):
+class Store(CoordinationStore, Protocol):  # leases, heartbeats, jobs: storage.coordination
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         ...
@@ -145,6 +173,85 @@ class Store(Protocol):
         """
         ...
 
+    async def claim_events(self, role: str, event_ids: Sequence[str]) -> set[str]:
+        """``claim_event`` for many ids in one transaction (all or nothing); returns the
+        ids claimed by this call (those ``role`` had not claimed before; duplicates in
+        ``event_ids`` count once).  The Redis bus claims a whole read batch at once: one
+        commit per batch instead of one per event is what lets a role keep up with
+        1,000 events/s."""
+        ...
+
+    async def claimed_ids(self, role: str, event_ids: Sequence[str]) -> set[str]:
+        """The subset of ``event_ids`` that ``role`` has claimed (read-only).
+
+        A consumer checks this before running a handler on a (re)delivered entry: checking
+        with ``claim_event`` itself would record the claim before the effects exist.
+        """
+        ...
+
+    async def unclaimed_events(
+        self,
+        role: str,
+        since: datetime,
+        *,
+        types: Sequence[str] | None = None,
+        published_before: datetime | None = None,
+        limit: int = 500,
+    ) -> list[Event]:
+        """Published events with ``ts >= since`` (and ``published_at < published_before``
+        when given) of ``types`` (None: every type; ``[]``: none) that ``role`` has not
+        claimed, in commit order (as ``unpublished_events``), at most ``limit``.
+
+        The bus reconciler republishes these when the bus lost entries (Redis restarted
+        empty).  Unpublished rows are excluded: they are still the relay's job.
+        """
+        ...
+
     async def count_rows(self) -> dict[str, int]:
         """Row counts per table (probes, metric_samples, events, incidents)."""
+        ...
+
+    # -- roll-ups, retention, availability (definitions: storage.rollups) ---------------
+    async def rollup_hours(self, until: datetime) -> int:
+        """Re-compute the roll-ups of every hour that ended by ``until`` and has raw rows
+        written since it was last rolled up (late rows included); return how many
+        (project, hour) pairs were rolled up.  Idempotent: a second call returns 0."""
+        ...
+
+    async def apply_retention(
+        self, now: datetime, raw_days: float = 7, rollup_days: float = 400
+    ) -> dict[str, int]:
+        """Delete raw probes/samples of whole hours older than ``raw_days`` (only hours
+        already rolled up) and roll-ups of whole UTC days older than ``rollup_days``; return
+        rows deleted per table (probes, metric_samples, probe_hourly, probe_daily,
+        metric_hourly).  Events and incidents are kept.  Idempotent.  ValueError unless
+        0 < raw_days <= rollup_days."""
+        ...
+
+    async def uptime(
+        self, projects: Sequence[str] | None, since: datetime, until: datetime
+    ) -> dict[str, float]:
+        """Uptime % (0-100, time-weighted) per project over ``[since, until)``, from roll-ups
+        and the raw rows they do not cover yet.  ``projects=None``: every project; a project
+        without observed time in the window is absent."""
+        ...
+
+    async def downtime(self, project: str, since: datetime, until: datetime) -> float:
+        """Seconds of ``down`` incidents inside ``[since, until)`` (each clipped to the
+        window; an open one lasts until ``until``)."""
+        ...
+
+    async def mttr(self, project: str, since: datetime, until: datetime) -> float | None:
+        """Mean duration in seconds of the ``down`` incidents resolved in ``[since, until)``
+        (whole durations, not clipped); None when there are none."""
+        ...
+
+    async def probe_hours(self, project: str, since: datetime, until: datetime) -> list[ProbeHour]:
+        """Roll-ups of the hours starting in ``[since, until)``, oldest first."""
+        ...
+
+    async def metric_hours(
+        self, project: str, metric: str, since: datetime, until: datetime
+    ) -> list[MetricHour]:
+        """Roll-ups of one metric for the hours starting in ``[since, until)``, oldest first."""
         ...

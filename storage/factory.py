@@ -6,6 +6,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from storage.base import Store
+from storage.postgres import PostgresStore
 from storage.sqlite import SQLiteStore
 
 POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
@@ -25,15 +26,8 @@ def open_store(
     # Only the scheme goes into messages: the rest of the URL may hold a password.
     scheme = urlsplit(database_url).scheme.lower()
     if scheme in POSTGRES_SCHEMES:
-        raise NotImplementedError(
-            "DATABASE_URL points at PostgreSQL, but the PostgreSQL store is not implemented "
-            "yet; unset DATABASE_URL to use the embedded SQLite store"
-        )
+        return PostgresStore(database_url, auto_migrate=auto_migrate)
     raise ValueError(
         f"DATABASE_URL has unsupported scheme {scheme!r}; use postgresql://... "
         "or leave it unset for the embedded SQLite store"
     )
-
-
-# Former name, still referenced by bench/polling.py's temporary shim.
-create_store = open_store

@@ -27,6 +27,7 @@ from agents.events import Event
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord
 from storage.migrate import load_migrations, pending
 from storage.sqlite_codec import (
+    EVENT_COLUMNS,
     SQL,
     event_from_row,
     event_row,
@@ -38,13 +39,17 @@ from storage.sqlite_codec import (
     split_statements,
     to_us,
 )
+from storage.sqlite_coordination import SQLiteCoordination
+from storage.sqlite_rollups import SQLiteRollups, mark_dirty
 
 # UPDATE/INSERT ... RETURNING (3.35) carries the row the announcing event is built from.
 MIN_SQLITE = (3, 35, 0)
 TABLES = ("probes", "metric_samples", "events", "incidents")
+_ID_CHUNK = 500  # ids per IN (...) list; SQLite's default parameter limit is 32766
 
 
-class SQLiteStore:
+# roll-ups, retention, uptime: storage.sqlite_rollups; leases, jobs: storage.sqlite_coordination
+class SQLiteStore(SQLiteRollups, SQLiteCoordination):
     def __init__(
         self,
         path: str | Path,
@@ -123,12 +128,14 @@ class SQLiteStore:
         if rows:
             async with self._transaction() as tx:
                 await tx.executemany(SQL.insert_probe, rows)
+                await mark_dirty(tx, ((r[0], r[1]) for r in rows))  # (project, ts_us)
 
     async def add_metric_samples(self, samples: Sequence[MetricSample]) -> None:
         rows = [sample_row(s) for s in samples]
         if rows:
             async with self._transaction() as tx:
                 await tx.executemany(SQL.insert_sample, rows)
+                await mark_dirty(tx, ((r[0], r[2]) for r in rows))  # (project, ts_us)
 
     async def recent_probes(self, project: str, limit: int = 50) -> list[ProbeRecord]:
         rows = await self._fetch(SQL.recent_probes, (project, _limit(limit)))
@@ -233,6 +240,72 @@ class SQLiteStore:
                 (role, event_id, to_us(self._clock.now())),
             )
             return cursor.rowcount == 1
+
+    async def claim_events(self, role: str, event_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return set()
+        now = to_us(self._clock.now())
+        async with self._transaction() as tx:
+            # Under BEGIN IMMEDIATE no other writer can claim between the read and the
+            # insert, so "not there before" is exactly "claimed by this call".
+            before: set[str] = set()
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start : start + _ID_CHUNK]
+                rows = await tx.execute_fetchall(
+                    "SELECT event_id FROM consumed_events WHERE role = ?"
+                    f" AND event_id IN ({', '.join('?' * len(chunk))})",
+                    (role, *chunk),
+                )
+                before.update(r[0] for r in rows)
+            fresh = [i for i in ids if i not in before]
+            await tx.executemany(
+                "INSERT INTO consumed_events (role, event_id, consumed_at_us) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(role, i, now) for i in fresh],
+            )
+        return set(fresh)
+
+    async def claimed_ids(self, role: str, event_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(event_ids))
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):  # stay under SQLite's parameter limit
+            chunk = ids[start : start + _ID_CHUNK]
+            rows = await self._fetch(
+                "SELECT event_id FROM consumed_events WHERE role = ?"
+                f" AND event_id IN ({', '.join('?' * len(chunk))})",
+                (role, *chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def unclaimed_events(
+        self,
+        role: str,
+        since: datetime,
+        *,
+        types: Sequence[str] | None = None,
+        published_before: datetime | None = None,
+        limit: int = 500,
+    ) -> list[Event]:
+        if types is not None and not types:
+            return []
+        where = ["e.ts_us >= ?", "e.published_at_us IS NOT NULL"]
+        params: list[Any] = [to_us(since)]
+        if published_before is not None:
+            where.append("e.published_at_us < ?")
+            params.append(to_us(published_before))
+        if types is not None:
+            where.append(f"e.type IN ({', '.join('?' * len(types))})")
+            params.extend(types)
+        columns = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+        rows = await self._fetch(
+            f"SELECT {columns} FROM events e WHERE {' AND '.join(where)}"
+            " AND NOT EXISTS (SELECT 1 FROM consumed_events c"
+            " WHERE c.role = ? AND c.event_id = e.id) ORDER BY e.seq LIMIT ?",
+            (*params, role, _limit(limit)),
+        )
+        return [event_from_row(r) for r in rows]
 
     async def count_rows(self) -> dict[str, int]:
         counts: dict[str, int] = {}

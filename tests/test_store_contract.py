@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from agents.events import (
@@ -34,8 +38,12 @@ from agents.events import (
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord, Store
 from storage.factory import open_store
 from storage.migrate import load_migrations, pending
+from storage.postgres import PostgresStore
+from storage.postgres_connect import PostgresUnavailable
+from storage.postgres_sql import EVENTS_LOCK_CLASS, insert_events
 from storage.sqlite import SQLiteStore
 from storage.sqlite_codec import split_statements
+from tests import services
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,10 +67,29 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[MakeStore]:
     yield make
 
 
-# Add "postgres" here: a throwaway database (or schema) from ORCH_TEST_DATABASE_URL,
-# skipped when that variable is unset, dropped on exit.
+@asynccontextmanager
+async def postgres_backend(tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """A fresh schema per test on the test server (``tests.services``: skipped when it is
+    away, a failure under CI=true), dropped with everything in it afterwards; tests stay
+    isolated and may run in parallel against one database."""
+    url = services.database_url()
+    schema = f"orch_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+
+        def make(*, auto_migrate: bool = True) -> Store:
+            return PostgresStore(url, schema=schema, auto_migrate=auto_migrate, max_size=10)
+
+        yield make
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
 BACKENDS: dict[str, Backend] = {
     "sqlite": sqlite_backend,
+    "postgres": postgres_backend,
 }
 
 OpenStore = Callable[..., Awaitable[Store]]
@@ -570,8 +597,9 @@ async def test_factory(tmp_path: Path) -> None:
         assert await store.migrate() == [m.version for m in load_migrations("sqlite")]
     finally:
         await store.close()
-    with pytest.raises(NotImplementedError, match="PostgreSQL"):
-        open_store("postgresql://u:secret@db/orch", tmp_path / "x.db")
+    for url in ("postgresql://u:secret@db/orch", "postgres://u:secret@db/orch"):
+        # Not connected yet: building the store needs no server.
+        assert isinstance(open_store(url, tmp_path / "x.db"), PostgresStore)
     with pytest.raises(ValueError, match="'mysql'") as err:
         open_store("mysql://u:secret@db/orch", tmp_path / "x.db")
     assert "secret" not in str(err.value)
@@ -619,3 +647,233 @@ async def test_claim_event_is_true_once_per_role(store: Store) -> None:
     assert await store.claim_event("slack", "e1") is True  # another role has its own record
     results = await asyncio.gather(*(store.claim_event("digest", "e2") for _ in range(10)))
     assert sorted(results) == [False] * 9 + [True]
+
+
+async def test_claimed_ids_and_unclaimed_events(store: Store) -> None:
+    assert await store.claimed_ids("r", []) == set()
+    await store.append_events(
+        [
+            event(PROJECT_STATUS_CHANGED, 5, id="a"),
+            event(METRIC_ANOMALY, 1, id="b"),
+            event(PROJECT_STATUS_CHANGED, 3, id="c"),
+            event(PROJECT_STATUS_CHANGED, 9, id="unpublished"),
+        ]
+    )
+    await store.mark_published(["a", "b", "c"])
+    await store.claim_event("r", "b")
+    assert await store.claimed_ids("r", ["a", "b", "b", "zzz"]) == {"b"}
+    assert await store.claimed_ids("other", ["a", "b"]) == set()
+
+    async def ids(role: str = "r", since: float = 0, **kw: Any) -> list[str]:
+        return [e.id for e in await store.unclaimed_events(role, at(since), **kw)]
+
+    assert await ids() == ["a", "c"]  # commit order, not ts; unpublished left to the relay
+    assert await ids("other") == ["a", "b", "c"]
+    assert await ids(since=3) == ["a", "c"]  # inclusive
+    assert await ids(since=4) == ["a"]
+    assert await ids(types=[METRIC_ANOMALY]) == []
+    assert await ids("other", types=[METRIC_ANOMALY]) == ["b"]
+    assert await ids(types=[]) == []
+    assert await ids(limit=1) == ["a"]
+    assert await ids(published_before=datetime(2000, 1, 1, tzinfo=UTC)) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.unclaimed_events("r", at(0), limit=-1)
+
+
+# -- PostgreSQL specifics (not part of the backend contract) ---------------------------
+
+
+@pytest.fixture
+async def pg(tmp_path: Path) -> AsyncIterator[PostgresStore]:
+    async with postgres_backend(tmp_path) as make:
+        store = make()
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+async def _wait_for_event_lock_waiters(store: PostgresStore, count: int) -> None:
+    """Until ``count`` sessions wait on this schema's event lock (polled, no fixed sleep)."""
+    sql = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND classid = $1 AND objid = 'events'::regclass::oid AND objsubid = 2"
+    )
+    async with asyncio.timeout(10):
+        while True:
+            async with store.transaction() as conn:
+                if await conn.fetchval(sql, EVENTS_LOCK_CLASS) >= count:
+                    return
+            await asyncio.sleep(0.01)
+
+
+async def _seqs(store: PostgresStore) -> dict[str, int]:
+    async with store.transaction() as conn:
+        return {r["id"]: r["seq"] for r in await conn.fetch("SELECT id, seq FROM events")}
+
+
+async def test_postgres_event_seq_order_is_commit_order(pg: PostgresStore) -> None:
+    """The outbox hazard and its fix.  A sequence value is drawn at INSERT, visibility
+    comes at COMMIT: unchecked, T1 (seq n) could commit after T2 (seq n+1) and the relay,
+    reading "unpublished ORDER BY seq", would publish n+1 first.  Event-inserting
+    transactions take an advisory lock first, so T2 cannot even draw its seq before T1
+    has committed: seq order is commit order and the relay never sees a gap."""
+    async with pg.transaction() as conn:  # T1: draws the lower seq, then stays open
+        await insert_events(conn, [event(seconds=1, id="first")])
+        second = asyncio.create_task(pg.append_events([event(seconds=0, id="second")]))
+        await _wait_for_event_lock_waiters(pg, 1)  # T2 is blocked before its INSERT
+        assert not second.done()
+        assert await pg.unpublished_events() == []  # the relay sees nothing uncommitted
+    await second  # T1 committed on leaving the block; T2 proceeds
+    assert [e.id for e in await pg.unpublished_events()] == ["first", "second"]
+    seqs = await _seqs(pg)
+    assert seqs["first"] < seqs["second"]
+
+
+async def test_postgres_without_the_lock_seq_is_not_commit_order(pg: PostgresStore) -> None:
+    """Control for the test above: the same two transactions inserting directly, without
+    the lock, commit the lower seq last.  This is why every event insert goes through
+    ``insert_events``."""
+    raw = (
+        "INSERT INTO events (id, type, ts, source, payload)"
+        " VALUES ($1, 'project.status_changed', now(), 'test', '{}')"
+    )
+    async with pg.transaction() as t1:
+        await t1.execute(raw, "low")
+        async with pg.transaction() as t2:
+            await t2.execute(raw, "high")
+        # T2 committed: a relay now reads "high" although "low" (lower seq) is in flight.
+        assert [e.id for e in await pg.unpublished_events()] == ["high"]
+    seqs = await _seqs(pg)
+    assert seqs["low"] < seqs["high"]
+
+
+async def test_postgres_relay_always_sees_a_prefix_of_commit_order(pg: PostgresStore) -> None:
+    """Many writers (plain appends and incidents) against a reader polling like the relay:
+    every read must be a prefix of the final seq order, i.e. nothing committed late ever
+    appears before something the reader has already been shown."""
+    reads: list[list[str]] = []
+    writers_done = asyncio.Event()
+
+    async def writer(n: int) -> None:
+        for i in range(8):
+            if i % 4 == 3:
+                fp = f"p{n}-{i}:down"
+                await pg.open_incident(incident(fp, i, id=f"i{n}-{i}"), announce(INCIDENT_OPENED))
+            else:
+                await pg.append_events([event(seconds=i, id=f"w{n}-{i}-{j}") for j in range(2)])
+
+    async def reader() -> None:
+        while not writers_done.is_set():
+            reads.append([e.id for e in await pg.unpublished_events(limit=10_000)])
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(n) for n in range(6)))
+    writers_done.set()
+    await reading
+    final = [e.id for e in await pg.unpublished_events(limit=10_000)]
+    assert len(final) == 6 * (6 * 2 + 2)
+    assert len(reads) > 1
+    for seen in reads:
+        assert seen == final[: len(seen)]
+
+
+async def test_postgres_unreachable_server_error_is_clear_without_password() -> None:
+    with socket.socket() as sock:  # a port nobody listens on once this socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for dsn in (
+        f"postgresql://orch:pa%24%24word-xyz@127.0.0.1:{port}/orch",
+        f"postgresql://orch@127.0.0.1:{port}/orch?password=pa$$word-xyz",
+    ):
+        store = PostgresStore(dsn, connect_timeout=5)
+        with pytest.raises(PostgresUnavailable) as err:
+            await store.open()
+        message = str(err.value)
+        assert f"orch@127.0.0.1:{port}/orch" in message and "refused" in message.lower()
+        assert "pa$$word" not in message and "pa%24%24word" not in message
+        assert err.value.__cause__ is None and err.value.__suppress_context__
+        with pytest.raises(RuntimeError, match="not open"):
+            await store.count_rows()
+        await store.close()
+
+
+async def test_postgres_server_refusal_error_is_clear_without_password() -> None:
+    url = urlsplit(services.database_url())
+    dsn = url._replace(
+        netloc=f"{url.username or 'postgres'}:hunter2-xyz@{url.hostname}:{url.port or 5432}",
+        path="/orch_no_such_database",
+    ).geturl()
+    with pytest.raises(PostgresUnavailable, match="orch_no_such_database") as err:
+        await PostgresStore(dsn).open()
+    assert "does not exist" in str(err.value) and "hunter2" not in str(err.value)
+
+
+async def test_postgres_session_time_zone_does_not_leak(tmp_path: Path) -> None:
+    """A server or role with another TimeZone changes nothing: instants go in aware and
+    come back in UTC (asyncpg's binary timestamptz is UTC on the wire)."""
+    async with postgres_backend(tmp_path) as make:
+        schema = make()._schema  # type: ignore[attr-defined]
+        url = services.database_url()
+        dsn = f"{url}{'&' if '?' in url else '?'}TimeZone=Asia/Kathmandu"
+        store = PostgresStore(dsn, schema=schema)
+        await store.open()
+        try:
+            plus2 = timezone(timedelta(hours=2))
+            ts = datetime(2026, 3, 1, 14, 0, 0, 999999, tzinfo=plus2)
+            await store.add_probes([ProbeRecord("a", ts, "pass", 1.0)])
+            (got,) = await store.recent_probes("a")
+            assert got.ts == ts and got.ts.tzinfo is UTC
+            async with store.transaction() as conn:
+                assert await conn.fetchval("SHOW TimeZone") == "Asia/Kathmandu"
+        finally:
+            await store.close()
+
+
+async def test_postgres_schema_shape(pg: PostgresStore) -> None:
+    """NaN is stored as a float8 NaN (not NULL); the time series have BRIN indexes."""
+    await pg.add_metric_samples([MetricSample("a", at(1), "x", math.nan)])
+    async with pg.transaction() as conn:
+        assert await conn.fetchval("SELECT value = 'NaN'::float8 FROM metric_samples")
+        brin = await conn.fetch(
+            "SELECT tablename FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND indexdef LIKE '%USING brin%' ORDER BY tablename"
+        )
+    assert [r["tablename"] for r in brin] == ["metric_samples", "probes"]
+
+
+async def test_postgres_cancelled_writer_leaves_nothing_and_store_usable(pg: PostgresStore) -> None:
+    """A task cancelled while its transaction waits (here on the event lock) rolls back
+    everything, gives its connection back in a usable state, and does not hold up others."""
+    async with pg.transaction() as conn:
+        await insert_events(conn, [event(id="holder")])
+        waiting = asyncio.create_task(
+            pg.open_incident(incident("a:down"), announce(INCIDENT_OPENED))
+        )
+        await _wait_for_event_lock_waiters(pg, 1)  # its incident row is written, uncommitted
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert [e.id for e in await pg.unpublished_events()] == ["holder"]
+    assert await pg.get_open_incident("a:down") is None
+    opened = await asyncio.gather(
+        *(
+            pg.open_incident(incident("a:down", i, id=f"i{i}"), announce(INCIDENT_OPENED))
+            for i in range(12)
+        )
+    )
+    assert sum(o is not None for o in opened) == 1
+    assert (await pg.count_rows())["events"] == 2
+
+
+async def test_claim_events_claims_a_batch_once(store: Store) -> None:
+    assert await store.claim_event("r", "a") is True
+    # Repeats inside a batch and ids claimed before are not claimed again.
+    assert await store.claim_events("r", ["b", "a", "b", "c"]) == {"b", "c"}
+    assert await store.claim_events("r", ["b"]) == set()
+    assert await store.claim_events("r", []) == set()
+    assert await store.claim_events("other", ["a"]) == {"a"}
+    assert await store.claimed_ids("r", ["a", "b", "c", "d"]) == {"a", "b", "c"}

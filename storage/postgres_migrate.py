@@ -1,0 +1,66 @@
+"""Applying ``storage/migrations/postgres/`` safely when several replicas start at once.
+
+A session-level advisory lock (one fixed key for the whole database) is held around
+checking and applying, so of processes migrating together one applies each version and
+the others, once they get the lock, find nothing pending.  The key is database-wide, not
+per schema: migrations are rare and short, and a per-schema key would have to be computed
+before the schema exists.  Each migration runs in its own transaction together with its
+``schema_migrations`` row, so a failed one leaves neither a half-built schema nor a record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import asyncpg
+
+from agents.clock import Clock
+from storage.migrate import Migration, pending
+from storage.postgres_connect import quote_ident
+from storage.postgres_sql import SQL
+
+MIGRATION_LOCK = 0x6F72_6368_6D69_6772  # "orchmigr" as a bigint key
+
+
+async def apply_migrations(
+    conn: asyncpg.Connection,
+    migrations: Sequence[Migration],
+    *,
+    schema: str | None,
+    clock: Clock,
+) -> list[int]:
+    """Apply what ``schema_migrations`` lacks; return the versions applied here."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        if schema is not None:
+            await _ensure_schema(conn, schema)
+        await conn.execute(SQL.create_schema_migrations)
+        rows = await conn.fetch("SELECT version FROM schema_migrations")
+        applied: list[int] = []
+        for migration in pending(migrations, (r["version"] for r in rows)):
+            async with conn.transaction():
+                # Without arguments asyncpg uses the simple protocol, which runs a whole
+                # script (several statements, DO blocks) in one round trip.
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    clock.now(),
+                )
+            applied.append(migration.version)
+        return applied
+    finally:
+        # If this fails the session is gone (and its lock with it), or the pool's reset
+        # on release runs pg_advisory_unlock_all(): the lock never outlives us.
+        with contextlib.suppress(Exception):
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+async def _ensure_schema(conn: asyncpg.Connection, schema: str) -> None:
+    # Checked first: CREATE SCHEMA IF NOT EXISTS still demands CREATE on the database,
+    # which a production role owning only its schema does not have.
+    exists = await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema)
+    if not exists:
+        await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")

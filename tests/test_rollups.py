@@ -1,0 +1,522 @@
+"""Roll-ups, retention, uptime, downtime and MTTR on every backend of the contract suite.
+
+Histories are synthetic with answers worked out by hand, or checked against
+``storage.rollups.reference_coverage`` (the definition of uptime in plain Python over the
+raw probes): whatever mix of roll-ups and raw rows a store reads, it must agree exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.clock import FakeClock
+from agents.events import INCIDENT_OPENED, INCIDENT_RESOLVED, Event
+from agents.retention import RetentionJob
+from storage.base import Incident, MetricSample, ProbeRecord, Store
+from storage.migrate import load_migrations
+from storage.rollups import reference_coverage, uptime_percent
+from storage.sqlite import SQLiteStore
+from storage.sqlite_codec import SQL, split_statements
+from tests.test_store_contract import BACKENDS
+
+pytestmark = pytest.mark.timeout(60)
+
+T = datetime(2026, 3, 2, tzinfo=UTC)  # an hour boundary
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with BACKENDS[request.param](tmp_path) as make:
+        opened = make()
+        await opened.open()
+        try:
+            yield opened
+        finally:
+            await opened.close()
+
+
+def s(seconds: float) -> datetime:
+    return T + timedelta(seconds=seconds)
+
+
+def probe(project: str, at: datetime, level: str = "pass", latency: float = 10.0) -> ProbeRecord:
+    return ProbeRecord(project, at, level, latency)
+
+
+def steady(project: str, start: datetime, hours: int, fail_every: int = 0) -> list[ProbeRecord]:
+    """A probe every 10 s; every ``fail_every``-th one fails (0: none)."""
+    return [
+        probe(
+            project,
+            start + timedelta(seconds=10 * i),
+            "fail" if fail_every and i % fail_every == 0 else "pass",
+        )
+        for i in range(360 * hours)
+    ]
+
+
+def expected(probes: list[ProbeRecord], since: datetime, until: datetime) -> dict[str, float]:
+    cover = reference_coverage(probes, since, until)
+    return uptime_percent({p: [float(o), float(u)] for p, (o, u) in cover.items()})
+
+
+# -- the definition, on hand-worked histories ---------------------------------------
+
+
+async def test_two_hours_one_with_ten_percent_failed_is_95_percent(store: Store) -> None:
+    await store.add_probes(steady("a", T, 1) + steady("a", T + HOUR, 1, fail_every=10))
+    assert await store.uptime(None, T, T + 2 * HOUR) == {"a": 95.0}  # raw rows only
+
+    assert await store.rollup_hours(T + 2 * HOUR) == 2
+    assert await store.uptime(None, T, T + 2 * HOUR) == {"a": 95.0}  # roll-ups only
+    assert await store.uptime(["a"], T + HOUR, T + 2 * HOUR) == {"a": 90.0}
+    first, second = await store.probe_hours("a", T, T + 2 * HOUR)
+    assert (first.hour, first.probes, first.failed, first.observed_s, first.up_s) == (
+        T,
+        360,
+        0,
+        3600.0,
+        3600.0,
+    )
+    assert (second.probes, second.failed, second.observed_s, second.up_s) == (
+        360,
+        36,
+        3600.0,
+        3240.0,
+    )
+    assert second.latency_avg_ms == second.latency_max_ms == 10.0
+
+
+async def test_time_weighted_with_recheck_and_gap(store: Store) -> None:
+    """A failed probe stands only until the 1 s recheck; a long gap counts 5 min, no more."""
+    await store.add_probes(
+        [
+            probe("a", s(0)),
+            probe("a", s(60), "fail", latency=5000.0),  # a timeout: not in the latency stats
+            probe("a", s(61)),  # recheck
+            probe("a", s(3000)),  # after a 49-minute gap
+        ]
+    )
+    # observed 60 + 1 + 300 (capped) + 300 (capped) = 661 s; up 660 s.
+    want = {"a": 100.0 * 660 / 661}
+    assert await store.uptime(None, T, T + HOUR) == want
+    await store.rollup_hours(T + HOUR)
+    assert await store.uptime(None, T, T + HOUR) == want
+    (hour,) = await store.probe_hours("a", T, T + HOUR)
+    assert (hour.probes, hour.failed, hour.observed_s, hour.up_s) == (4, 1, 661.0, 660.0)
+    assert (hour.latency_avg_ms, hour.latency_max_ms) == (10.0, 10.0)
+
+
+async def test_a_verdict_never_crosses_the_hour(store: Store) -> None:
+    await store.add_probes([probe("a", s(3590), "fail"), probe("a", s(3700))])
+    # 10 s of down before the hour ends; after it, the pass covers 5 min from 01:01:40.
+    assert await store.uptime(None, T, T + 2 * HOUR) == {"a": 100.0 * 300 / 310}
+    assert await store.uptime(None, T + HOUR, T + 2 * HOUR) == {"a": 100.0}
+
+
+async def test_uptime_arguments(store: Store) -> None:
+    await store.add_probes(steady("a", T, 1) + steady("b", T, 1, fail_every=2))
+    assert await store.uptime(None, T, T + HOUR) == {"a": 100.0, "b": 50.0}
+    assert await store.uptime(["b", "nobody"], T, T + HOUR) == {"b": 50.0}
+    assert await store.uptime([], T, T + HOUR) == {}
+    assert await store.uptime(None, T + HOUR, T + HOUR) == {}  # an empty window
+    assert await store.uptime(None, T + DAY, T + 2 * DAY) == {}  # nothing observed
+    with pytest.raises(ValueError, match="after"):
+        await store.uptime(None, T + HOUR, T)
+    with pytest.raises(ValueError, match="naive"):
+        await store.uptime(None, datetime(2026, 3, 2), T)
+
+
+# -- roll-ups ------------------------------------------------------------------------
+
+
+async def test_rollup_is_idempotent_and_waits_for_the_hour_to_end(store: Store) -> None:
+    await store.add_probes(steady("a", T, 3, fail_every=4) + steady("b", T, 2))
+    await store.add_metric_samples(
+        [MetricSample("a", s(i * 60), "cpu", float(i)) for i in range(120)]
+    )
+
+    assert await store.rollup_hours(T + 2 * HOUR + timedelta(minutes=30)) == 4  # a, b x 2 h
+    hours = await store.probe_hours("a", T, T + DAY)
+    metrics = await store.metric_hours("a", "cpu", T, T + DAY)
+    assert [h.hour for h in hours] == [T, T + HOUR]  # 02:00 has not ended yet
+    assert [(m.n, m.min, m.avg, m.max) for m in metrics] == [(60, 0, 29.5, 59), (60, 60, 89.5, 119)]
+
+    assert await store.rollup_hours(T + 2 * HOUR + timedelta(minutes=30)) == 0
+    assert await store.probe_hours("a", T, T + DAY) == hours
+    assert await store.metric_hours("a", "cpu", T, T + DAY) == metrics
+    assert await store.rollup_hours(T + 3 * HOUR) == 1  # now 02:00 of "a"
+    assert await store.rollup_hours(T + 3 * HOUR) == 0
+
+
+async def test_metric_rollup_skips_non_finite_samples(store: Store) -> None:
+    values = [1.0, math.nan, 4.0, math.inf, -math.inf, -2.0]
+    samples = [MetricSample("a", s(i), "x", v) for i, v in enumerate(values)]
+    samples += [MetricSample("a", s(1), "only_nan", math.nan)]
+    await store.add_metric_samples(samples)
+    assert await store.rollup_hours(T + HOUR) == 1
+    (x,) = await store.metric_hours("a", "x", T, T + HOUR)
+    assert (x.hour, x.n, x.min, x.avg, x.max) == (T, 3, -2.0, 1.0, 4.0)
+    assert await store.metric_hours("a", "only_nan", T, T + HOUR) == []
+    assert await store.probe_hours("a", T, T + HOUR) == []  # samples but no probes
+
+
+async def test_late_row_recomputes_its_hour_once(store: Store) -> None:
+    probes = steady("a", T, 2)
+    await store.add_probes(probes)
+    await store.add_metric_samples([MetricSample("a", s(5), "cpu", 1.0)])
+    await store.rollup_hours(T + 2 * HOUR)
+
+    late = probe("a", s(1805), "fail")  # between 00:30:00 and 00:30:10
+    await store.add_probes([late])
+    await store.add_metric_samples([MetricSample("a", s(1805), "cpu", 3.0)])
+    assert await store.uptime(None, T, T + 2 * HOUR) == expected([*probes, late], T, T + 2 * HOUR)
+    assert await store.rollup_hours(T + 2 * HOUR) == 1
+    assert await store.rollup_hours(T + 2 * HOUR) == 0
+
+    first, second = await store.probe_hours("a", T, T + 2 * HOUR)
+    assert (first.probes, first.failed, first.observed_s, first.up_s) == (361, 1, 3600.0, 3595.0)
+    assert (second.probes, second.failed) == (360, 0)
+    (cpu,) = await store.metric_hours("a", "cpu", T, T + HOUR)
+    assert (cpu.n, cpu.avg, cpu.max) == (2, 2.0, 3.0)
+    assert await store.uptime(None, T, T + 2 * HOUR) == {"a": 100.0 * 7195 / 7200}
+
+
+def _history(seed: int, hours: int) -> list[ProbeRecord]:
+    """Irregular probing for three projects: 10 s steps, 1 s rechecks after a failure,
+    failure bursts, and gaps longer than the 5-minute cap; some equal timestamps."""
+    rng = random.Random(seed)
+    out: list[ProbeRecord] = []
+    for project in ("a", "b", "c"):
+        t, end, failing = 0.0, hours * 3600.0, False
+        while t < end:
+            if rng.random() < 0.02:
+                failing = not failing
+            level = (
+                "fail" if failing or rng.random() < 0.01 else rng.choice(["pass"] * 9 + ["warn"])
+            )
+            out.append(probe(project, s(round(t, 3)), level))
+            step = 1.0 if level == "fail" else 10.0
+            if rng.random() < 0.003:
+                step = rng.uniform(301, 1500)  # monitoring gap
+            elif rng.random() < 0.01:
+                step = 0.0  # a duplicate timestamp
+            t += step
+    return out
+
+
+WINDOWS = [
+    (T, T + 50 * HOUR),
+    (T + 5 * HOUR, T + 45 * HOUR),
+    (T + DAY, T + 2 * DAY),  # exactly one day
+    (s(1234.5), s(50 * 3600 - 77)),
+    (s(7 * 3600 + 100), s(7 * 3600 + 2000)),  # inside one hour
+    (s(3 * 3600 + 3000), s(4 * 3600 + 10)),  # two partial hours, no whole one
+    (T + 12 * HOUR, T + 12 * HOUR),
+]
+
+
+def _expect_all(probes: list[ProbeRecord]) -> list[dict[str, float]]:
+    return [expected(probes, since, until) for since, until in WINDOWS]
+
+
+async def _check_all(store: Store, want: list[dict[str, float]]) -> None:
+    for (since, until), answer in zip(WINDOWS, want, strict=True):
+        assert await store.uptime(None, since, until) == answer, (since, until)
+    assert await store.uptime(["b"], *WINDOWS[3]) == {"b": want[3]["b"]}
+
+
+async def test_rollups_plus_raw_equal_raw_alone(store: Store) -> None:
+    """Exact agreement whatever the mix: raw rows only; hourly roll-ups then raw; daily
+    sums, hourly roll-ups and edges; dirty hours inside rolled-up days; then all again."""
+    probes = _history(7, 50)
+    await store.add_probes(probes)
+    want = _expect_all(probes)
+    await _check_all(store, want)
+
+    await store.rollup_hours(T + 17 * HOUR + timedelta(minutes=20))
+    await _check_all(store, want)
+
+    await store.rollup_hours(T + 50 * HOUR)
+    await _check_all(store, want)
+
+    late = [probe("a", s(3 * 3600 + 5.5), "fail"), probe("c", s(30 * 3600 + 20), "warn")]
+    await store.add_probes(late)  # two rolled-up hours, in two rolled-up days, dirty again
+    want = _expect_all([*probes, *late])
+    await _check_all(store, want)
+
+    assert await store.rollup_hours(T + 50 * HOUR) == 2
+    await _check_all(store, want)
+
+
+# -- retention -----------------------------------------------------------------------
+
+
+def _sparse(project: str, start: datetime, hours: int) -> list[ProbeRecord]:
+    """Six probes an hour (every 10 min), alternately pass and fail in odd hours."""
+    return [
+        probe(
+            project, start + timedelta(minutes=10 * i), "fail" if (i // 6) % 2 and i % 2 else "pass"
+        )
+        for i in range(6 * hours)
+    ]
+
+
+async def _incident_history(store: Store) -> None:
+    opened = Incident("i1", "a:down", "a", "down", "critical", "a is down", T)
+    await store.open_incident(opened, _announce(INCIDENT_OPENED))
+    await store.resolve_incident("a:down", T + HOUR, _announce(INCIDENT_RESOLVED))
+
+
+async def test_retention_deletes_rolled_up_raw_rows_and_old_rollups(store: Store) -> None:
+    now = T + 10 * DAY + timedelta(minutes=30)
+    probes = _sparse("a", T, 10 * 24)
+    await store.add_probes(probes)
+    await store.add_metric_samples([MetricSample("a", p.ts, "cpu", 1.0) for p in probes])
+    await _incident_history(store)
+    before = await store.count_rows()
+    last_2d = await store.uptime(None, now - 2 * DAY, now)
+    last_4d = await store.uptime(None, now - 4 * DAY, now)
+
+    assert await store.rollup_hours(now) == 240
+    deleted = await store.apply_retention(now, raw_days=2, rollup_days=5)
+    # Raw rows before floor(now - 2 d) = T + 8 d go: 8 days x 24 h x 6 probes; roll-ups of
+    # the whole days before now - 5 d: 5 days of 24 hours.
+    assert deleted == {
+        "probes": 1152,
+        "metric_samples": 1152,
+        "probe_hourly": 120,
+        "probe_daily": 5,
+        "metric_hourly": 120,
+    }
+    after = await store.count_rows()
+    assert after == before | {"probes": 288, "metric_samples": 288}  # events, incidents kept
+    assert min(p.ts for p in await store.recent_probes("a", limit=1000)) == T + 8 * DAY
+    assert (await store.probe_hours("a", T, now))[0].hour == T + 5 * DAY
+    assert await store.apply_retention(now, raw_days=2, rollup_days=5) == dict.fromkeys(deleted, 0)
+
+    # The same answers from what is left: roll-ups for whole hours older than the raw
+    # horizon, the partial edge hour scaled, raw rows after it.
+    assert await store.uptime(None, now - 2 * DAY, now) == pytest.approx(last_2d, rel=1e-12)
+    assert await store.uptime(None, now - 4 * DAY, now) == pytest.approx(last_4d, rel=1e-12)
+    assert await store.downtime("a", T, now) == 3600.0  # incidents survive retention
+
+
+async def test_retention_spares_hours_not_rolled_up(store: Store) -> None:
+    now = T + 4 * DAY
+    await store.add_probes(_sparse("a", T, 4 * 24))
+    await store.rollup_hours(now)
+    late = probe("a", T + DAY + timedelta(minutes=5), "fail")  # its hour is dirty again
+    await store.add_probes([late])
+
+    deleted = await store.apply_retention(now, raw_days=1, rollup_days=3)
+    assert deleted["probes"] == 24 * 6  # day 0 only: stops at the first dirty hour
+    assert (await store.count_rows())["probes"] == 3 * 24 * 6 + 1
+
+    assert await store.rollup_hours(now) == 1
+    (hour,) = await store.probe_hours("a", T + DAY, T + DAY + HOUR)
+    assert (hour.probes, hour.failed) == (7, 1)
+    deleted = await store.apply_retention(now, raw_days=1, rollup_days=3)
+    assert deleted["probes"] == 2 * 24 * 6 + 1
+    assert (await store.count_rows())["probes"] == 24 * 6
+
+    # A row older than the raw horizon cannot be reconciled: the roll-up stays as it was.
+    await store.add_probes([probe("a", T + DAY + timedelta(minutes=7), "fail")])
+    assert await store.rollup_hours(now) == 0
+    assert await store.probe_hours("a", T + DAY, T + DAY + HOUR) == [hour]
+    assert (await store.apply_retention(now, raw_days=1, rollup_days=3))["probes"] == 1
+
+
+async def test_partial_hour_beyond_the_raw_horizon_is_scaled(store: Store) -> None:
+    await store.add_probes(steady("a", T, 1) + steady("a", T + HOUR, 1, fail_every=2))
+    await store.rollup_hours(T + 2 * DAY)
+    await store.apply_retention(T + 2 * DAY, raw_days=1, rollup_days=5)
+    assert (await store.count_rows())["probes"] == 0
+    # Half of a 100 % hour and half of a 50 % hour.
+    got = await store.uptime(None, T + timedelta(minutes=30), T + timedelta(minutes=90))
+    assert got == pytest.approx({"a": 75.0}, rel=1e-12)
+
+
+async def test_retention_days_are_validated(store: Store) -> None:
+    with pytest.raises(ValueError, match="raw_days"):
+        await store.apply_retention(T, raw_days=10, rollup_days=5)
+    with pytest.raises(ValueError, match="raw_days"):
+        await store.apply_retention(T, raw_days=0)
+    with pytest.raises(ValueError, match="raw_days"):
+        RetentionJob(store, FakeClock(T), raw_days=-1)
+
+
+async def test_retention_job_rolls_up_then_prunes(store: Store) -> None:
+    clock = FakeClock(T + 2 * HOUR + timedelta(minutes=1))
+    await store.add_probes(steady("a", T, 2, fail_every=10))
+    job = RetentionJob(store, clock, raw_days=1, rollup_days=3)
+
+    report = await job.run_once()
+    assert (report.at, report.rolled_up, report.deleted["probes"]) == (clock.now(), 2, 0)
+    await clock.advance(2 * 86400)
+    report = await job.run_once()
+    assert (report.rolled_up, report.deleted["probes"], report.deleted["probe_hourly"]) == (
+        0,
+        720,
+        0,
+    )
+    assert await store.uptime(None, T, T + 2 * HOUR) == {"a": 90.0}  # from roll-ups only
+    await clock.advance(86400)  # roll-ups go by whole days: day T is not 3 days old yet
+    assert (await job.run_once()).deleted["probe_hourly"] == 0
+    await clock.advance(86400)
+    deleted = (await job.run_once()).deleted
+    assert (deleted["probe_hourly"], deleted["probe_daily"]) == (2, 1)
+    assert await store.uptime(None, T, T + 2 * HOUR) == {}
+
+
+# -- incidents: downtime and MTTR ----------------------------------------------------
+
+
+def _announce(type_: str) -> Any:
+    def build(row: Incident) -> Event:
+        return Event(type_, row.resolved_at or row.opened_at, "test", {}, row.project, row.id)
+
+    return build
+
+
+async def test_downtime_is_clipped_and_mttr_counts_resolved_down_incidents(store: Store) -> None:
+    async def incident(fp: str, opened: float, resolved: float | None) -> None:
+        project, condition = fp.split(":", 1)
+        row = Incident(f"{fp}@{opened}", fp, project, condition, "critical", "x", s(opened))
+        await store.open_incident(row, _announce(INCIDENT_OPENED))
+        if resolved is not None:
+            await store.resolve_incident(fp, s(resolved), _announce(INCIDENT_RESOLVED))
+
+    await incident("a:down", -1800, 600)  # 40 min, starts before the window
+    await incident("a:down", 3600, 3900)  # 5 min
+    await incident("a:down", 7200, None)  # still open
+    await incident("a:metric:error_rate", 0, 3000)  # not an outage
+    await incident("b:down", 0, 5000)  # another project
+
+    window = (T, s(9000))
+    assert await store.downtime("a", *window) == 600 + 300 + 1800
+    assert await store.mttr("a", *window) == (2400 + 300) / 2
+    assert await store.downtime("a", s(1200), s(3600)) == 0.0
+    assert await store.mttr("a", s(1200), s(3600)) is None
+    assert await store.downtime("a", s(3720), s(10800)) == 180 + 3600
+    assert await store.mttr("a", s(3720), s(10800)) == 300.0
+    assert await store.downtime("b", *window) == 5000.0
+    assert await store.downtime("nobody", *window) == 0.0
+
+
+# -- backend specifics ---------------------------------------------------------------
+
+
+async def test_sqlite_migration_marks_existing_rows_for_rollup(tmp_path: Path) -> None:
+    """Rows written before the roll-up tables existed are rolled up on the first run."""
+    path = tmp_path / "orch.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(SQL.create_schema_migrations)
+        for m in load_migrations("sqlite")[:2]:
+            for statement in split_statements(m.sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 'x')", (m.version, m.name))
+        start = int((T - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()) * 1_000_000
+        conn.executemany(
+            "INSERT INTO probes (project, ts_us, level, latency_ms) VALUES ('a', ?, ?, 1.0)",
+            [(start + i * 10_000_000, "fail" if i % 10 == 0 else "pass") for i in range(360)],
+        )
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.rollup_hours(T + HOUR) == 1
+        assert await store.uptime(None, T, T + HOUR) == {"a": 90.0}
+    finally:
+        await store.close()
+
+
+async def test_postgres_migration_marks_existing_rows_for_rollup(tmp_path: Path) -> None:
+    if "postgres" not in BACKENDS:
+        pytest.skip("no PostgreSQL backend in the contract suite")
+    from agents.clock import SystemClock
+    from storage.postgres import PostgresStore
+    from storage.postgres_migrate import apply_migrations
+
+    async with BACKENDS["postgres"](tmp_path) as make:
+        store = make(auto_migrate=False)
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            async with store.transaction() as conn:
+                schema = await conn.fetchval("SELECT current_schema()")
+            async with store.transaction() as conn:  # the schema as it was before 0003
+                await apply_migrations(
+                    conn, load_migrations("postgres")[:2], schema=schema, clock=SystemClock()
+                )
+                await conn.executemany(
+                    "INSERT INTO probes (project, ts, level, latency_ms) VALUES ('a', $1, $2, 1)",
+                    [(s(10 * i), "fail" if i % 10 == 0 else "pass") for i in range(360)],
+                )
+            await store.migrate()
+            assert await store.rollup_hours(T + HOUR) == 1
+            assert await store.uptime(None, T, T + HOUR) == {"a": 90.0}
+        finally:
+            await store.close()
+
+
+async def test_postgres_rollup_keeps_the_mark_of_a_row_committed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """A write that commits while a roll-up runs must leave its hour dirty (``gen``)."""
+    if "postgres" not in BACKENDS:
+        pytest.skip("no PostgreSQL backend in the contract suite")
+    from storage.postgres import PostgresStore
+    from storage.postgres_rollups import mark_dirty
+
+    async with BACKENDS["postgres"](tmp_path) as make:
+        store = make()
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            await store.add_probes(steady("a", T, 1))
+            async with store.transaction() as writer:
+                # Uncommitted: a late fail probe and its mark (gen bumped, row locked).
+                await writer.execute(
+                    "INSERT INTO probes (project, ts, level, latency_ms)"
+                    " VALUES ('a', $1, 'fail', 1)",
+                    s(5),
+                )
+                await mark_dirty(writer, [("a", s(5))])
+                rollup = asyncio.ensure_future(store.rollup_hours(T + HOUR))
+                await _until_waiting_on_a_lock(writer)
+            # The writer committed; the roll-up finished without its row or clearing it.
+            assert await rollup == 1
+            (hour,) = await store.probe_hours("a", T, T + HOUR)
+            assert hour.failed == 0
+            assert await store.rollup_hours(T + HOUR) == 1
+            (hour,) = await store.probe_hours("a", T, T + HOUR)
+            assert (hour.probes, hour.failed) == (361, 1)
+        finally:
+            await store.close()
+
+
+async def _until_waiting_on_a_lock(conn: Any) -> None:
+    """Poll (no fixed sleep) until another backend waits for a lock ``conn`` holds."""
+    pid = conn.get_server_pid()
+    for _ in range(2000):
+        # Activity is snapshotted once per transaction, and ``conn`` is inside one.
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        blocked = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
+        )
+        if blocked:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the roll-up never waited for the writer's lock")
