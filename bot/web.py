@@ -1,26 +1,74 @@
-"""orch's own aiohttp web app. Later issues mount Slack, the dashboard and the API here."""
+"""orch's own aiohttp web app: liveness, readiness, and the routes other parts mount
+(the Slack app's POST /slack/events; later the dashboard and the API)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
 from bot import __version__
+from storage.base import Store
 
 HealthFn = Callable[[], dict[str, object]]
+# A readiness check answers None when its part is up, else a short reason it is not.
+ReadyCheck = Callable[[], Awaitable[str | None]]
+CHECK_TIMEOUT = 2.0
 
 
-def make_web_app(health: HealthFn) -> web.Application:
+def make_web_app(
+    health: HealthFn,
+    *,
+    ready: Mapping[str, ReadyCheck] | None = None,
+    routes: Iterable[web.AbstractRouteDef] = (),
+) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
+    checks = dict(ready or {})
 
     async def healthz(_request: web.Request) -> web.Response:
-        # Liveness only: the process and its loop answer. Readiness comes with Slack.
+        # Liveness only: the process and its loop answer. Dependencies are /readyz's job,
+        # so a Slack or database outage never gets orch restarted by its supervisor.
         body = {"status": "pass", "version": __version__, **health()}
         return web.json_response(body, content_type="application/health+json")
 
+    async def readyz(_request: web.Request) -> web.Response:
+        names = list(checks)
+        results = await asyncio.gather(*(_run(checks[n]) for n in names))
+        down = {n: r for n, r in zip(names, results, strict=True) if r is not None}
+        body: dict[str, object] = {
+            "status": "fail" if down else "pass",
+            "version": __version__,
+            "checks": {n: down.get(n, "up") for n in names},
+        }
+        return web.json_response(
+            body, status=503 if down else 200, content_type="application/health+json"
+        )
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_routes(list(routes))
     return app
+
+
+async def _run(check: ReadyCheck) -> str | None:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            return await check()
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT:g}s"
+    except Exception as exc:  # a failing check is a "down", never a 500
+        return type(exc).__name__
+
+
+def store_ready(store: Store) -> ReadyCheck:
+    """The store answers a cheap indexed read."""
+
+    async def check() -> str | None:
+        await store.list_incidents(open_only=True, limit=1)
+        return None
+
+    return check
 
 
 class WebServer:
