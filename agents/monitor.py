@@ -76,12 +76,18 @@ class ProjectMonitor:
     def projects(self) -> list[str]:
         return sorted(self._tasks)
 
-    def set_projects(self, projects: Iterable[Project]) -> None:
-        """Start polling new projects, stop removed ones, pick up changed settings."""
+    def set_projects(self, projects: Iterable[Project]) -> list[asyncio.Task[None]]:
+        """Start polling new projects, stop removed ones, pick up changed settings.
+
+        Returns the polling tasks of removed projects, cancelled: a caller handing a
+        project to another replica awaits them, so no probe of it is still in flight."""
         wanted = {p.name: p for p in projects}
+        removed: list[asyncio.Task[None]] = []
         for name in list(self._tasks):
             if name not in wanted:
-                self._tasks.pop(name).cancel()
+                task = self._tasks.pop(name)
+                task.cancel()
+                removed.append(task)
                 self._projects.pop(name, None)
         for name, project in wanted.items():
             changed = self._projects.get(name) != project
@@ -96,6 +102,7 @@ class ProjectMonitor:
                 self._tasks[name] = asyncio.create_task(
                     self._poll_forever(name, first_due), name=f"poll:{name}"
                 )
+        return removed
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())

@@ -1,17 +1,26 @@
 """The orchestrator process: builds every component from settings and config, starts them
-in dependency order and stops them in reverse (symmetric lifecycle, DESIGN §8)."""
+in dependency order and stops them in reverse (symmetric lifecycle, DESIGN §8).
+
+Replicas share the fleet through leases (``agents.coordination``): the monitor polls only
+the projects this replica holds, and a project it takes over is seeded from the store, so
+a handover neither re-announces nor early-resolves an outage.  ``stop`` is graceful:
+polling stops first, what was recorded is flushed, then the leases are released so the
+other replicas take the projects over at their next beat.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from agents.bus import EventBus, InProcessBus
 from agents.clock import Clock, SystemClock
-from agents.health import HealthMonitor
+from agents.coordination import LeaseKeeper, default_replica_id
+from agents.health import STATUSES, HealthMonitor
 from agents.incidents import IncidentManager
 from agents.metrics_analyzer import MetricsAnalyzer
 from agents.monitor import ProjectMonitor
@@ -36,6 +45,12 @@ class RuntimeOptions:
     serve_web: bool = True
     max_concurrency: int = 256
     extra_result_listeners: list[ResultListener] = field(default_factory=list)
+    replica_id: str | None = None  # None: host-pid-random, unique per start
+    # A dead replica's projects are held again within about 1.3 x this (agents.coordination).
+    lease_ttl_s: float = 15.0
+    # Graceful stop: how long flushing and releasing may take before we exit anyway (the
+    # leases then expire on their own).
+    stop_grace_s: float = 10.0
 
 
 class Runtime:
@@ -64,12 +79,22 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self.monitor: ProjectMonitor | None = None
         self.web: WebServer | None = None
+        self.replica_id = self.options.replica_id or default_replica_id()
+        self.keeper = LeaseKeeper(
+            self.store,
+            self.replica_id,
+            names=config.project_names(),
+            ttl_s=self.options.lease_ttl_s,
+            clock=self.clock,
+            on_change=self._on_leases,
+            prefix="project:",
+        )
+        self._leased_before = False
         self._started: list[str] = []
 
     async def start(self) -> None:
         await self.store.open()
         self._started.append("store")
-        await self._restore_state()
         await self.bus.start()
         self._started.append("bus")
         await self.relay.start()
@@ -91,8 +116,10 @@ class Runtime:
             clock=self.clock,
             max_concurrency=self.options.max_concurrency,
         )
-        self.monitor.set_projects(self.config.projects)
         self._started.append("monitor")
+        await self.keeper.start()  # its first beat hands the monitor this replica's share
+        self._started.append("leases")
+        self._leased_before = True  # from now on, a newly held project is a takeover
         if self.options.serve_web:
             self.web = WebServer(make_web_app(self._health), self.settings.host, self.settings.port)
             await self.web.start()
@@ -102,6 +129,7 @@ class Runtime:
         """Stop in reverse order of start; each step runs even if an earlier one failed."""
         steps = {
             "web": lambda: self.web.stop() if self.web else _nothing(),
+            "leases": self._hand_back,
             "monitor": lambda: self.monitor.stop() if self.monitor else _nothing(),
             "session": lambda: self._session.close() if self._session else _nothing(),
             "recorder": self.recorder.stop,
@@ -116,12 +144,59 @@ class Runtime:
             except Exception:
                 log.exception("stopping %s failed", name)
 
-    async def _restore_state(self) -> None:
-        """Seed the agents from open incidents, so a restarted orch neither re-announces a
-        known outage nor resolves it on the first good probe."""
-        known = set(self.config.project_names())
+    async def run_once(
+        self, job: str, run: Callable[[], Awaitable[object]], period: str = "hour"
+    ) -> bool:
+        """Run a scheduled job (retention, digest, approval expiry) on exactly one replica
+        per UTC ``period`` ("hour" or "day", by the database clock); True where it ran.
+        At most once: the claim is taken before running, so a run that fails is not
+        repeated in that period (the jobs catch up on their next one)."""
+        if not await self.keeper.once_per(job, period):
+            return False
+        await run()
+        return True
+
+    async def _on_leases(self, held: frozenset[str]) -> None:
+        """The keeper's set changed: poll exactly the held projects."""
+        assert self.monitor is not None
+        polled = set(self.monitor.projects)
+        # Seed before the first probe (the keeper's first beat is the start-up).
+        await self._restore_state(held - polled, takeover=self._leased_before)
+        stopped = self.monitor.set_projects(p for p in self.config.projects if p.name in held)
+        # The keeper releases leases only after this returns: no probe may still be in
+        # flight, or two replicas could report the same project.
+        await asyncio.gather(*stopped, return_exceptions=True)
+        for name in polled - held:  # a later takeover seeds afresh from the store
+            self.health.forget(name)
+            self.analyzer.forget(name)
+
+    async def _hand_back(self) -> None:
+        """Graceful stop: take no new work, stop polling, flush what was recorded, then
+        release the leases (at once, not one lease period later), within the grace."""
+        await self.keeper.halt()
+        if self.monitor is not None:
+            await self.monitor.stop()
+        deadline = asyncio.get_running_loop().time() + self.options.stop_grace_s
+        for step in (self.recorder.flush, self.relay.flush, self.keeper.retire):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await step()
+            except Exception:  # the rest still runs; unreleased leases simply expire
+                log.exception("graceful stop: %s failed", getattr(step, "__qualname__", step))
+
+    async def _restore_state(self, names: Collection[str], *, takeover: bool) -> None:
+        """Seed the agents for projects this replica starts polling, from open incidents,
+        so a restarted orch neither re-announces a known outage nor resolves it on the
+        first good probe.  On a takeover also from the status the fleet last announced,
+        so a handover from another replica does not announce the project again."""
+        if not names:
+            return
+        if takeover:
+            for name, status in (await self.store.announced_statuses(sorted(names))).items():
+                if status in STATUSES:
+                    self.health.restore(name, status)
         for incident in await self.store.list_incidents(open_only=True, limit=100_000):
-            if incident.project not in known:
+            if incident.project not in names:
                 continue
             if incident.condition == "down":
                 self.health.restore(incident.project, "down")
