@@ -191,6 +191,12 @@ class RedisStreamsBus:
                 pass  # Redis away or the stream being recreated: keep waiting
             await asyncio.sleep(poll)
 
+    async def ping(self) -> None:
+        """Raise unless Redis answers (readiness)."""
+        if self._redis is None:
+            raise ConnectionError("the Redis bus is not started")
+        await self._redis.ping()
+
     def stats(self) -> dict[str, dict[str, int]]:
         return {role: r.stats() for role, r in self._readers.items()}
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from agents.bus import EventBus, InProcessBus
+from agents.bus import EventBus
+from agents.bus_factory import make_bus
 from agents.clock import Clock, SystemClock
 from agents.coordination import LeaseKeeper, default_replica_id
+from agents.events import ESCALATION_RAISED, Event
 from agents.health import STATUSES, HealthMonitor
 from agents.incidents import IncidentManager
 from agents.metrics_analyzer import MetricsAnalyzer
@@ -28,10 +31,13 @@ from agents.outbox import OutboxRelay
 from agents.probe import ProbeClient
 from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
+from agents.retention import RetentionJob
 from bot.config import Config
 from bot.event_text import EventLogger
+from bot.jobs import JobScheduler
 from bot.settings import Settings
-from bot.web import WebServer, make_web_app
+from bot.slack.service import build_slack
+from bot.web import ReadyCheck, WebServer, make_web_app, store_ready
 from storage.base import Store
 from storage.factory import open_store
 
@@ -66,8 +72,13 @@ class Runtime:
         self.config = config
         self.clock = clock or SystemClock()
         self.options = options or RuntimeOptions()
-        self.bus: EventBus = InProcessBus()
         self.store: Store = open_store(settings.database_url, settings.sqlite_path)
+        # REDIS_URL selects Redis Streams (replicas share one consumer group per role);
+        # unset keeps the in-process bus. A dead-lettered event becomes an escalation
+        # people see, not a silent log line.
+        self.bus: EventBus = make_bus(
+            settings.redis_url, self.store, clock=self.clock, on_dead_letter=self._dead_letter
+        )
         self.relay = OutboxRelay(self.store, self.bus, clock=self.clock)
         self.health = HealthMonitor(self.relay, clock=self.clock)
         self.analyzer = MetricsAnalyzer(self.relay, clock=self.clock)
@@ -75,6 +86,9 @@ class Runtime:
         self.incidents.register(self.bus)
         EventLogger().register(self.bus)
         self.recorder = ProbeRecorder(self.store, clock=self.clock)
+        self.retention = RetentionJob(self.store, self.clock)
+        self.scheduler = JobScheduler(self)
+        self.slack = build_slack(settings, self)
         self.result_listeners: list[ResultListener] = list(self.options.extra_result_listeners)
         self._session: aiohttp.ClientSession | None = None
         self.monitor: ProjectMonitor | None = None
@@ -120,8 +134,18 @@ class Runtime:
         await self.keeper.start()  # its first beat hands the monitor this replica's share
         self._started.append("leases")
         self._leased_before = True  # from now on, a newly held project is a takeover
+        self.scheduler.start()
+        self._started.append("scheduler")
+        if self.slack is not None:
+            await self.slack.start()
+            self._started.append("slack")
         if self.options.serve_web:
-            self.web = WebServer(make_web_app(self._health), self.settings.host, self.settings.port)
+            app = make_web_app(
+                self._health,
+                ready=self._ready_checks(),
+                routes=self.slack.routes() if self.slack else (),
+            )
+            self.web = WebServer(app, self.settings.host, self.settings.port)
             await self.web.start()
             self._started.append("web")
 
@@ -129,6 +153,8 @@ class Runtime:
         """Stop in reverse order of start; each step runs even if an earlier one failed."""
         steps = {
             "web": lambda: self.web.stop() if self.web else _nothing(),
+            "slack": lambda: self.slack.stop() if self.slack else _nothing(),
+            "scheduler": self.scheduler.stop,
             "leases": self._hand_back,
             "monitor": lambda: self.monitor.stop() if self.monitor else _nothing(),
             "session": lambda: self._session.close() if self._session else _nothing(),
@@ -212,9 +238,44 @@ class Runtime:
         await self.health.observe(result, project)
         await self.analyzer.observe(result, project)
 
+    def _ready_checks(self) -> dict[str, ReadyCheck]:
+        checks: dict[str, ReadyCheck] = {"store": store_ready(self.store)}
+        ping = getattr(self.bus, "ping", None)
+        if ping is not None:
+            checks["bus"] = _ping_check(ping)
+        if self.slack is not None:
+            checks["slack"] = self.slack.check
+        return checks
+
+    async def _dead_letter(self, role: str, event: Event, error: str) -> None:
+        """An event a consumer role failed on five times: tell the humans. The id is
+        derived from the dead entry, so a repeated callback stores one escalation."""
+        escalation = Event(
+            id=uuid.uuid5(uuid.NAMESPACE_URL, f"orch:dead:{role}:{event.id}").hex,
+            type=ESCALATION_RAISED,
+            ts=self.clock.now(),
+            source="bus",
+            project=event.project,
+            incident_id=event.incident_id,
+            payload={
+                "reason": "dead_letter",
+                "context": {"role": role, "event_id": event.id, "event_type": event.type,
+                            "error": error[:500]},
+            },
+        )  # fmt: skip
+        await self.relay.emit([escalation])
+
     def _health(self) -> dict[str, object]:
         return {"projects": len(self.config.projects), "statuses": self.health.statuses()}
 
 
 async def _nothing() -> None:
     return None
+
+
+def _ping_check(ping: Callable[[], Awaitable[None]]) -> ReadyCheck:
+    async def check() -> str | None:
+        await ping()
+        return None
+
+    return check
