@@ -74,9 +74,19 @@ class OutboxRelay:
         await self.flush()
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.flush()
-            except Exception:  # the store or bus is away: keep the rows, retry later
-                log.exception("outbox relay could not publish; will retry")
+                if failing:
+                    log.warning("outbox relay publishing again")
+                failing = False
+            except Exception as exc:  # the store or bus is away: keep the rows, retry later
+                # One traceback per outage, not one per sweep.
+                if not failing:
+                    log.exception("outbox relay could not publish; retrying every %ss",
+                                  self._sweep_interval)  # fmt: skip
+                else:
+                    log.debug("outbox relay still failing: %s", exc)
+                failing = True
             await sleep_or_wake(self._clock, self._sweep_interval, self._wake)
