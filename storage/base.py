@@ -18,6 +18,8 @@ from typing import Protocol
 
 from agents.events import Event
 from storage.coordination import CoordinationStore
+from storage.operations_store import OperationsStore
+from storage.slack_store import SlackStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,9 @@ class MetricHour:
 EventFor = Callable[[Incident], Event]
 
 
-class Store(CoordinationStore, Protocol):  # leases, heartbeats, jobs: storage.coordination
+# leases, heartbeats, jobs: storage.coordination; the Slack outbox: storage.slack_store
+# silences, acks, action requests: storage.operations_store
+class Store(CoordinationStore, SlackStore, OperationsStore, Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         ...

@@ -25,7 +25,9 @@ from storage.migrate import load_migrations
 from storage.postgres_connect import create_pool
 from storage.postgres_coordination import PostgresCoordination
 from storage.postgres_migrate import apply_migrations
+from storage.postgres_operations import PostgresOperations
 from storage.postgres_rollups import PostgresRollups, mark_dirty
+from storage.postgres_slack import PostgresSlack
 from storage.postgres_sql import (
     PROBE_COLUMNS,
     SAMPLE_COLUMNS,
@@ -44,7 +46,8 @@ TABLES = ("probes", "metric_samples", "events", "incidents")
 
 
 # roll-ups, retention, uptime: postgres_rollups; leases, jobs: postgres_coordination
-class PostgresStore(PostgresRollups, PostgresCoordination):
+# Slack outbox: postgres_slack; silences, acks, action requests: postgres_operations
+class PostgresStore(PostgresRollups, PostgresCoordination, PostgresSlack, PostgresOperations):
     def __init__(
         self,
         dsn: str,

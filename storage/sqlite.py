@@ -40,7 +40,9 @@ from storage.sqlite_codec import (
     to_us,
 )
 from storage.sqlite_coordination import SQLiteCoordination
+from storage.sqlite_operations import SQLiteOperations
 from storage.sqlite_rollups import SQLiteRollups, mark_dirty
+from storage.sqlite_slack import SQLiteSlack
 
 # UPDATE/INSERT ... RETURNING (3.35) carries the row the announcing event is built from.
 MIN_SQLITE = (3, 35, 0)
@@ -49,7 +51,8 @@ _ID_CHUNK = 500  # ids per IN (...) list; SQLite's default parameter limit is 32
 
 
 # roll-ups, retention, uptime: storage.sqlite_rollups; leases, jobs: storage.sqlite_coordination
-class SQLiteStore(SQLiteRollups, SQLiteCoordination):
+# Slack outbox: sqlite_slack; silences, acks, action requests: sqlite_operations
+class SQLiteStore(SQLiteRollups, SQLiteCoordination, SQLiteSlack, SQLiteOperations):
     def __init__(
         self,
         path: str | Path,

@@ -49,10 +49,10 @@ async def test_help_and_errors_come_back_in_the_ack() -> None:
             "/orch silence &lt;project&gt; &lt;duration&gt; [reason]" in help_ack["payload"]["text"]
         )
         bad_ack = await h.fake.wait_ack(bad_id)
-        assert bad_ack["payload"] == {
-            "text": "Usage: /orch restart &lt;project&gt;",  # escaped for Slack
-            "response_type": "ephemeral",
-        }
+        payload = bad_ack["payload"]
+        assert payload["text"] == "Usage: /orch restart &lt;project&gt;"  # escaped for Slack
+        assert payload["response_type"] == "ephemeral"
+        assert payload["blocks"][0]["text"]["text"] == "⚠️ Usage: /orch restart &lt;project&gt;"
         await h.service.background.drain()
         assert h.fake.methods(ignore=("auth.test", "apps.connections.open")) == []
 

@@ -27,20 +27,31 @@ import asyncpg
 import pytest
 
 from agents.events import (
+    ACTION_REQUESTED,
     ACTION_STARTED,
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
     INCIDENT_UPDATED,
     METRIC_ANOMALY,
     PROJECT_STATUS_CHANGED,
+    SILENCE_CREATED,
+    SILENCE_ENDED,
     Event,
 )
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord, Store
 from storage.factory import open_store
 from storage.migrate import load_migrations, pending
+from storage.operations_store import (
+    ActionRequest,
+    AmbiguousIncident,
+    IncidentAck,
+    Silence,
+    SilenceEventFor,
+)
 from storage.postgres import PostgresStore
 from storage.postgres_connect import PostgresUnavailable
 from storage.postgres_sql import EVENTS_LOCK_CLASS, insert_events
+from storage.slack_store import Kind, NewSlackMessage, SlackCard, card_key
 from storage.sqlite import SQLiteStore
 from storage.sqlite_codec import split_statements
 from tests import services
@@ -877,3 +888,315 @@ async def test_claim_events_claims_a_batch_once(store: Store) -> None:
     assert await store.claim_events("r", []) == set()
     assert await store.claim_events("other", ["a"]) == {"a"}
     assert await store.claimed_ids("r", ["a", "b", "c", "d"]) == {"a", "b", "c"}
+
+
+# -- the Slack outbox (storage.slack_store) ---------------------------------------------
+
+
+def slack_msg(
+    kind: Kind,
+    key: str,
+    incident_id: str | None = "i1",
+    channel: str = "#a",
+    seconds: float = 0,
+    **payload: Any,
+) -> NewSlackMessage:
+    line = {
+        "project": "p",
+        "severity": "critical",
+        "summary": key,
+        "fingerprint": "p:down",
+        "opened_at": at(seconds).isoformat(),
+    }
+    body = {"text": key, **({"line": line} if kind == "post_card" else {}), **payload}
+    return NewSlackMessage(channel, kind, key, body, incident_id, at(seconds))
+
+
+async def test_slack_enqueue_is_idempotent_and_claims_in_order_one_per_channel(
+    store: Store,
+) -> None:
+    first = [
+        slack_msg("post_card", card_key("i1"), "i1"),
+        slack_msg("thread_reply", "e1:reply", "i1", seconds=1),
+        slack_msg("post_card", card_key("i2"), "i2", seconds=2),
+        slack_msg("post_card", card_key("i3"), "i3", channel="#b"),
+    ]
+    assert await store.slack_enqueue(first) == 4
+    assert await store.slack_enqueue(first) == 0  # a redelivered event queues nothing
+    assert await store.slack_card("i1") == SlackCard("i1", "#a", None, None)
+    assert await store.slack_thread_count("i1") == 1
+
+    claimed = await store.slack_claim("me", limit=10)
+    assert sorted((r.channel, r.dedupe_key) for r in claimed) == [
+        ("#a", card_key("i1")),
+        ("#b", card_key("i3")),
+    ]
+    assert await store.slack_claim("other") == []  # both channels are held
+    row = next(r for r in claimed if r.channel == "#a")
+    assert row.payload["text"] == card_key("i1") and row.state == "pending"
+
+    await store.slack_mark_sent(row.id, "me", ts="111.1", posted_channel="C0A")
+    assert await store.slack_card("i1") == SlackCard("i1", "C0A", "111.1", "111.1")
+    # The reply's card has a ts now, and it is older than i2's card.
+    (reply,) = await store.slack_claim("other")
+    assert reply.dedupe_key == "e1:reply"
+    await store.slack_mark_sent(reply.id, "other", ts="111.2")
+    (card2,) = await store.slack_claim("other")
+    assert card2.dedupe_key == card_key("i2")
+    await store.slack_release("me")
+    b_row = (await store.slack_claim("other"))[0]
+    assert b_row.channel == "#b"
+    sent = await store.slack_rows(state="sent")
+    assert [r.dedupe_key for r in sent] == [card_key("i1"), "e1:reply"]
+    assert sent[0].ts == "111.1" and sent[0].sent_at is not None
+
+
+async def test_slack_update_waits_for_its_card(store: Store) -> None:
+    # Queued before its card (another replica handled the later event first).
+    await store.slack_enqueue([slack_msg("update_card", "e2:update", "i1", seconds=5)])
+    assert await store.slack_claim("me") != []  # no card at all: handed over to be failed
+    await store.slack_release("me")
+    await store.slack_enqueue([slack_msg("post_card", card_key("i1"), "i1", seconds=9)])
+    (card,) = await store.slack_claim("me")
+    assert card.kind == "post_card"  # the older update is not ready: it needs the ts
+    await store.slack_mark_done(card.id, "me", state="failed", error="invalid_blocks")
+    (update,) = await store.slack_claim("me")  # ready: its card failed, to be failed too
+    assert update.kind == "update_card"
+    await store.slack_mark_done(update.id, "me", state="failed", error="card not posted")
+    assert await store.slack_claim("me") == []
+    failed = await store.slack_rows(state="failed")
+    assert {r.last_error for r in failed} == {"invalid_blocks", "card not posted"}
+
+
+async def test_slack_defer_holds_back_the_channel_only(store: Store) -> None:
+    await store.slack_enqueue(
+        [
+            slack_msg("post_card", card_key("i1"), "i1"),
+            slack_msg("post_card", card_key("i2"), "i2", channel="#b"),
+        ]
+    )
+    a, b = sorted(await store.slack_claim("me"), key=lambda r: r.channel)
+    before = await store.db_now()
+    await store.slack_defer(a.id, "me", 3600, "429 ratelimited")
+    await store.slack_mark_sent(b.id, "me", ts="1.0")
+    assert await store.slack_claim("me") == []
+    (row,) = await store.slack_rows(state="pending")
+    assert row.attempts == 1 and row.last_error == "429 ratelimited"
+    assert timedelta(seconds=3599) < row.not_before - before < timedelta(seconds=3700)
+    due = await store.slack_next_due()
+    assert due is not None and due == row.not_before
+    await store.slack_enqueue([slack_msg("post_card", card_key("i3"), "i3", channel="#b")])
+    assert [r.dedupe_key for r in await store.slack_claim("me")] == [card_key("i3")]
+
+
+async def test_slack_storm_folds_the_sixth_card_and_later(store: Store) -> None:
+    cards = [slack_msg("post_card", card_key(f"i{n}"), f"i{n}", seconds=n) for n in range(8)]
+    for card in cards:  # one at a time, as incidents open
+        assert await store.slack_enqueue([card]) == 1
+    rows = await store.slack_rows(channel="#a")
+    assert [r.state for r in rows if r.kind == "post_card"] == ["pending"] * 5 + ["folded"] * 3
+    (storm_row,) = [r for r in rows if r.kind == "storm"]
+    assert storm_row.storm_id is not None and storm_row.state == "pending"
+    storm = await store.slack_storm(storm_row.storm_id)
+    assert storm is not None and storm.ts is None
+    assert [line["summary"] for line in storm.lines] == [card_key(f"i{n}") for n in (5, 6, 7)]
+    folded = await store.slack_card("i6")
+    assert folded is not None and folded.folded and not folded.posted
+    # A reply of a folded incident waits for the storm message, then goes to its thread.
+    await store.slack_enqueue([slack_msg("thread_reply", "e6:reply", "i6", seconds=20)])
+    order = []
+    while batch := await store.slack_claim("me"):
+        (row,) = batch
+        order.append(row.kind)
+        await store.slack_mark_sent(row.id, "me", ts=f"{row.id}.0", posted_channel="C0A")
+    assert order == ["post_card"] * 5 + ["storm", "thread_reply"]
+    in_storm = await store.slack_card("i6")
+    assert in_storm is not None and in_storm.ts == in_storm.thread_ts == f"{storm_row.id}.0"
+    assert in_storm.channel == "C0A"
+
+
+async def test_slack_two_claimers_get_disjoint_channels(open_new: OpenStore) -> None:
+    one, two = await open_new(), await open_new()
+    await one.slack_enqueue(
+        [slack_msg("post_card", card_key(f"i{n}"), f"i{n}", channel=f"#c{n}") for n in range(20)]
+    )
+    got = await asyncio.gather(
+        *(s.slack_claim(f"owner{i}", limit=4) for i in range(6) for s in (one, two))
+    )
+    channels = [r.channel for batch in got for r in batch]
+    assert len(channels) == len(set(channels)) == 20
+
+
+# -- silences, acknowledgement, action requests (storage.operations_store) ---------------
+
+
+def silence_event(type_: str, calls: list[Silence] | None = None) -> SilenceEventFor:
+    def build(row: Silence) -> Event:
+        if calls is not None:
+            calls.append(row)
+        payload = {"silence_id": row.id, "until": row.ends_at.isoformat(), "by": row.created_by}
+        return Event(type_, row.ended_at or row.starts_at, "test", payload, row.project)
+
+    return build
+
+
+def acked(by: str, calls: list[Incident]) -> EventFor:
+    def build(row: Incident) -> Event:
+        calls.append(row)
+        payload = {"fingerprint": row.fingerprint, "severity": row.severity}
+        payload |= {"summary": row.summary, "acked_by": by}
+        return Event(INCIDENT_UPDATED, row.opened_at, "test", payload, row.project, row.id)
+
+    return build
+
+
+async def test_silence_create_replace_end_with_their_events(store: Store) -> None:
+    now = await store.db_now()
+    calls: list[Silence] = []
+    first = await store.create_silence(
+        "email-blast", now + timedelta(hours=1), "deploy", "U0ONE", silence_event(SILENCE_CREATED)
+    )
+    assert (first.project, first.reason, first.created_by) == ("email-blast", "deploy", "U0ONE")
+    assert first.ends_at == now + timedelta(hours=1) and first.starts_at >= now
+    assert first.ended_at is None and first.active_at(first.starts_at)
+    assert await store.active_silence("email-blast") == first
+    assert await store.active_silence("chatbot") is None
+    assert await store.active_silences() == [first]
+    # It runs out by itself: not active at its end, still active just before.
+    assert await store.active_silence("email-blast", at=first.ends_at) is None
+    before_end = first.ends_at - timedelta(microseconds=1)
+    assert await store.active_silence("email-blast", at=before_end) == first
+
+    second = await store.create_silence(
+        "email-blast", now + timedelta(hours=2), "", "U0TWO", silence_event(SILENCE_CREATED)
+    )
+    assert await store.active_silences() == [second]  # replaced, one open row per project
+    assert await store.active_silence("email-blast", at=now + timedelta(minutes=90)) == second
+
+    ended = await store.end_silence("email-blast", "U0THREE", silence_event(SILENCE_ENDED, calls))
+    assert ended is not None and ended.id == second.id and calls == [ended]
+    assert ended.ended_by == "U0THREE" and ended.ended_at is not None
+    assert await store.active_silence("email-blast") is None
+    assert (
+        await store.end_silence("email-blast", "U0THREE", silence_event(SILENCE_ENDED, calls))
+        is None
+    )
+    assert len(calls) == 1  # nothing to end: no event built
+
+    announced = await store.list_events(types=[SILENCE_CREATED, SILENCE_ENDED])
+    assert [(e.type, e.payload["silence_id"]) for e in announced] == [
+        (SILENCE_CREATED, first.id),
+        (SILENCE_CREATED, second.id),
+        (SILENCE_ENDED, second.id),
+    ]
+    assert all(e.project == "email-blast" for e in announced)
+
+
+async def test_silence_refusals_write_nothing(store: Store) -> None:
+    now = await store.db_now()
+    with pytest.raises(ValueError, match="future"):
+        await store.create_silence(
+            "a", now - timedelta(seconds=1), "", "U0X", silence_event(SILENCE_CREATED)
+        )
+    with pytest.raises(ValueError, match="naive"):
+        await store.create_silence(
+            "a", datetime(2099, 1, 1), "", "U0X", silence_event(SILENCE_CREATED)
+        )
+    with pytest.raises(RuntimeError):  # the event cannot be built: the row is rolled back
+        await store.create_silence("a", now + timedelta(hours=1), "", "U0X", _explode_silence)
+    assert await store.active_silences() == []
+    assert (await store.count_rows())["events"] == 0
+
+
+def _explode_silence(row: Silence) -> Event:
+    raise RuntimeError("event_for failed")
+
+
+async def test_concurrent_silences_leave_one_open(open_new: OpenStore) -> None:
+    one, two = await open_new(), await open_new()
+    until = await one.db_now() + timedelta(hours=1)
+    made = await asyncio.gather(
+        *(
+            s.create_silence("a", until, f"r{i}", "U0X", silence_event(SILENCE_CREATED))
+            for i, s in enumerate([one, two] * 3)
+        )
+    )
+    active = await one.active_silences()
+    assert len(active) == 1 and active[0].id in {s.id for s in made}
+    assert len(await one.list_events(types=[SILENCE_CREATED])) == 6
+
+
+async def test_ack_incident_by_id_prefix_and_fingerprint(store: Store) -> None:
+    down = incident(id="1a2b3c4d5e6f708192a3b4c5d6e7f809")
+    metric = incident("email-blast:metric:error_rate", 1, id="1a2b9999000000000000000000000000")
+    for row in (down, metric):
+        assert await store.open_incident(row, announce(INCIDENT_OPENED)) is not None
+    calls: list[Incident] = []
+
+    with pytest.raises(AmbiguousIncident) as ambiguous:
+        await store.ack_incident("1a2b", "U0ONE", None, acked("U0ONE", calls))
+    assert ambiguous.value.ids == (down.id, metric.id) and calls == []
+
+    got = await store.ack_incident("1a2b3c", "U0ONE", at(60), acked("U0ONE", calls))
+    assert got == down and calls == [down]
+    assert await store.incident_acks([down.id, metric.id]) == {
+        down.id: IncidentAck("U0ONE", at(60))
+    }
+    # The same person again: nothing new; someone else: recorded, announced again.
+    assert await store.ack_incident(down.id, "U0ONE", at(61), acked("U0ONE", calls)) == down
+    assert len(calls) == 1
+    assert (
+        await store.ack_incident("email-blast:down", "U0TWO", at(62), acked("U0TWO", calls)) == down
+    )
+    assert (await store.incident_acks([down.id]))[down.id] == IncidentAck("U0TWO", at(62))
+    by_fingerprint = await store.ack_incident(
+        "email-blast:metric:error_rate", "U0ONE", None, acked("U0ONE", calls)
+    )
+    assert by_fingerprint == metric
+    (_, ack_now) = sorted((await store.incident_acks([metric.id])).items())[0]
+    assert ack_now.acked_at >= at(0)
+
+    updates = await store.list_events(types=[INCIDENT_UPDATED])
+    assert [(e.incident_id, e.payload["acked_by"]) for e in updates] == [
+        (down.id, "U0ONE"),
+        (down.id, "U0TWO"),
+        (metric.id, "U0ONE"),
+    ]
+
+
+async def test_ack_matches_only_open_incidents_and_hex_prefixes(store: Store) -> None:
+    await store.open_incident(incident(), announce(INCIDENT_OPENED))  # id "inc-email-blast:down-0"
+    calls: list[Incident] = []
+    assert await store.ack_incident("inc-", "U0X", None, acked("U0X", calls)) is None  # not hex
+    assert await store.ack_incident("ffffff", "U0X", None, acked("U0X", calls)) is None
+    await store.resolve_incident("email-blast:down", at(5), announce(INCIDENT_RESOLVED))
+    assert await store.ack_incident("email-blast:down", "U0X", None, acked("U0X", calls)) is None
+    with pytest.raises(ValueError):
+        await store.ack_incident("", "U0X", None, acked("U0X", calls))
+    assert calls == [] and await store.incident_acks(["inc-email-blast:down-0"]) == {}
+
+
+async def test_request_action_with_its_event(store: Store) -> None:
+    def requested(row: ActionRequest) -> Event:
+        payload = {"action_id": row.id, "action": row.action, "requested_by": row.requested_by,
+                   "reason": row.reason, "needs_approval": row.needs_approval}  # fmt: skip
+        return Event(ACTION_REQUESTED, row.created_at, "test", payload, row.project)
+
+    first = await store.request_action("email-blast", "restart", "U0ONE", "slow", True, requested)
+    second = await store.request_action("chatbot", "pause", "auto-fixer", "", False, requested)
+    assert (first.state, first.needs_approval, second.needs_approval) == ("requested", True, False)
+    assert await store.get_action(first.id) == first
+    assert await store.get_action("nope") is None
+    assert await store.list_actions() == [second, first]
+    assert await store.list_actions(project="email-blast") == [first]
+    assert await store.list_actions(limit=1) == [second]
+    (event_row,) = await store.list_events(project="email-blast", types=[ACTION_REQUESTED])
+    assert event_row.payload == {"action_id": first.id, "action": "restart",
+        "requested_by": "U0ONE", "reason": "slow", "needs_approval": True}  # fmt: skip
+
+    def explode_action(row: ActionRequest) -> Event:
+        raise RuntimeError("event_for failed")
+
+    with pytest.raises(RuntimeError):
+        await store.request_action("a", "restart", "U0X", "", False, explode_action)
+    assert len(await store.list_actions()) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +39,20 @@ from bot.render import (
     template_names,
     truncate_text,
 )
-from storage.base import Incident
+from bot.slack.views import (
+    AckView,
+    ActionRequestView,
+    HistoryEntry,
+    HistoryView,
+    IncidentListLine,
+    IncidentListView,
+    ProjectLine,
+    ProjectStatusView,
+    ProjectsView,
+    SilenceView,
+)
+from storage.base import Incident, ProbeRecord
+from storage.operations_store import ActionRequest, IncidentAck, Silence
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ONCALL, REQUESTER, DECIDER = "S0ONCALL", "U0REQUEST", "U0DECIDER"
@@ -149,7 +163,63 @@ def samples() -> dict[str, list[dict[str, Any]]]:
             {"home": HomeView.build(rows(0), [], [], NOW)},
             {"home": HomeView.build(rows(20), lines, approvals[:1], NOW)},
         ],
+        **slack_reply_samples(),
     }
+
+
+def slack_reply_samples() -> dict[str, list[dict[str, Any]]]:
+    """The /orch replies of bot.slack.views (silence, ack, action, history...).  Empty
+    lists are rendered in tests/test_slack_operations.py: with no string in them, they
+    cannot show a hostile value."""
+    silence = Silence("s1", "email-blast", NOW, NOW + timedelta(hours=2), "deploy", REQUESTER)
+    request = ActionRequest("a1b2c3d4e5", "email-blast", "clear_cache", REQUESTER, "", "requested",
+                            True, NOW)  # fmt: skip
+    ack = IncidentAck(DECIDER, NOW)
+    refs = [
+        IncidentListLine.of(incident(id=f"{i:032x}"), ack if i % 2 else None) for i in range(25)
+    ]
+    probe = ProbeRecord("email-blast", NOW, "fail", 2.0, "connection refused", 503)
+    entries = tuple(
+        HistoryEntry.of(event(kind, {"from": "healthy", "to": "down", "reason": "HTTP 503",
+                                     "summary": "down", "severity": "critical"}))
+        for kind in ["project.status_changed", "incident.opened", "incident.resolved"] * 14
+    )  # fmt: skip
+    return {
+        "silence_reply.json.j2": [
+            {"silence": SilenceView.of(silence, "created", REQUESTER)},
+            {"silence": SilenceView.of(replace(silence, reason=""), "ended", "auto-fixer")},
+        ],
+        "ack_reply.json.j2": [{"ack": AckView.of(incident(), DECIDER)}],
+        "action_request_reply.json.j2": [
+            {"request": ActionRequestView.of(request, "pause always needs an approver.")},
+            {"request": ActionRequestView.of(replace(request, needs_approval=False), "approver")},
+        ],
+        "history_reply.json.j2": [
+            {"history": HistoryView("email-blast", "24h", None, 0.0, None, 0, (), 0)},
+            {"history": HistoryView("email-blast", "7d", 99.25, 252.0, 126.0, 2, entries, 3)},
+        ],
+        "incidents_reply.json.j2": [
+            {"incidents": IncidentListView(tuple(refs[:3]), False)},
+            {"incidents": IncidentListView(tuple(refs), True)},
+        ],
+        "project_status_reply.json.j2": [
+            {"project": ProjectStatusView("chatbot", "unknown", None, None, (), None, "")},
+            {"project": status_of("email-blast", probe, tuple(refs), REQUESTER)},
+        ],
+        "projects_reply.json.j2": [
+            {"projects": ProjectsView(tuple(map(project_line, range(320))))}
+        ],
+    }
+
+
+def status_of(
+    name: str, probe: ProbeRecord, refs: tuple[IncidentListLine, ...], by: str
+) -> ProjectStatusView:
+    return ProjectStatusView(name, "down", 97.5, probe, refs, NOW + timedelta(hours=1), by)
+
+
+def project_line(i: int) -> ProjectLine:
+    return ProjectLine(f"p{i}", "contract", "outreach" if i % 2 else "", "http://x:1/")
 
 
 def render(name: str, context: dict[str, Any]) -> Any:

@@ -58,6 +58,8 @@ assert set(ACTION_OF.values()) == set(ACTIONS), "a config action has no /orch wo
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _SAFE_WORD = re.compile(r"[A-Za-z0-9._-]{1,63}")
 _INCIDENT = re.compile(r"[0-9a-f]{6,32}")
+# project:condition, e.g. email-blast:down or chatbot:metric:error_rate (bot.config names).
+_FINGERPRINT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}:[A-Za-z0-9_.:-]{1,100}")
 
 
 class CommandError(ValueError):
@@ -71,7 +73,7 @@ class Command:
     window: str | None = None  # history: 24h | 7d
     seconds: float | None = None  # silence duration
     reason: str = ""  # silence reason, free text (already free of control characters)
-    incident: str | None = None  # ack: an incident id or its leading part
+    incident: str | None = None  # ack: an incident id, its leading part, or a fingerprint
 
     @property
     def action(self) -> str | None:
@@ -179,7 +181,12 @@ def _reason(words: list[str]) -> str:
 
 
 def _incident(word: str) -> str:
+    if word.isascii() and _FINGERPRINT.fullmatch(word):
+        return word
     ref = word.lower()
     if not ref.isascii() or not _INCIDENT.fullmatch(ref):
-        raise CommandError("An incident id is 6 to 32 hex digits, as shown on its card.")
+        raise CommandError(
+            "An incident is its id (6 to 32 hex digits, see /orch incidents)"
+            " or its fingerprint, like email-blast:down."
+        )
     return ref

@@ -4,7 +4,10 @@ The listener parses (pure, microseconds), acknowledges, and hands the rest to th
 background: parse errors and ``help`` are answered in the ack itself (nothing else runs);
 every other subcommand acks empty and answers through the response_url once its data is
 read, so a slow store never delays the ack.  Each subcommand has a handler in ``HANDLERS``
-that returns a ``Reply``; the ones whose features are not built yet say so honestly.
+that returns a ``Reply``: reading ones here, changing ones in ``bot.slack.operations``,
+history in ``bot.slack.history``; analyze and digest say honestly that they come later.
+A reply goes to the asker alone unless it is marked ``in_channel`` (who silenced, acked or
+asked for an action is the team's business).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.config import Project
-from bot.slack import replies
+from bot.slack import fleet, operations, replies
 from bot.slack.command_parser import USAGE, Command, CommandError, parse
+from bot.slack.history import history
+from bot.slack.operations import current_project
 from bot.slack.replies import Reply
 from bot.slack.services import Services
 from bot.slack.work import is_retry, request_key
@@ -29,7 +33,8 @@ log = logging.getLogger(__name__)
 SLASH_COMMAND = "/orch"
 MAX_INCIDENTS = 20
 
-Handler = Callable[[Services, Command], Awaitable[Reply]]
+# (services, the parsed command, the asker's Slack user id) -> the answer
+Handler = Callable[[Services, Command, str], Awaitable[Reply]]
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -41,11 +46,11 @@ def register(app: AsyncApp, services: Services) -> None:
         except CommandError as exc:
             # The reply is ours; the user's text is not logged (it may be anything).
             log.info("/orch refused for %s: %s", user, exc)
-            await ack(text=replies.error_reply(str(exc)).text, response_type="ephemeral")
+            await _ack(ack, replies.error_reply(str(exc)))
             return
         log.info("/orch %s %s by %s", command.name, command.project or "", user)
         if command.name == "help":
-            await ack(text=replies.help_reply().text, response_type="ephemeral")
+            await _ack(ack, replies.help_reply())
             return
         await ack()
 
@@ -55,104 +60,79 @@ def register(app: AsyncApp, services: Services) -> None:
         services.background.submit(request_key(body), is_retry(request.headers), work)
 
 
+async def _ack(ack: AsyncAck, reply: Reply) -> None:
+    await ack(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
+
+
 async def answer(services: Services, command: Command, body: dict[str, Any]) -> None:
-    """Run the subcommand's handler and answer the asker; on failure say so, then raise
-    (so the request's retry marker is not committed)."""
+    """Run the subcommand's handler and answer; on failure tell the asker, then raise (so
+    the request's retry marker is not committed)."""
+    user = body.get("user_id")
     try:
-        reply = await HANDLERS[command.name](services, command)
+        if not isinstance(user, str) or not user:
+            raise ValueError("a slash command without a user_id")  # Slack always sends one
+        reply = await HANDLERS[command.name](services, command, user)
     except Exception:
         try:
             await services.replier.ephemeral(body, replies.failure_reply())
         except Exception:
             log.warning("could not tell the user that /orch %s failed", command.name)
         raise
-    await services.replier.ephemeral(body, reply)
+    if reply.response_type == "in_channel":
+        await services.replier.in_channel(body, reply)
+    else:
+        await services.replier.ephemeral(body, reply)
 
 
-class _Gone(Exception):
-    """The project was removed by a config reload between parse and answer."""
+# -- reading -------------------------------------------------------------------------------
 
 
-def _project(services: Services, name: str | None) -> Project:
-    try:
-        return services.config().project(name or "")
-    except KeyError:
-        raise _Gone(name) from None
-
-
-# -- subcommands with data orch has ---------------------------------------------------
-
-
-async def help_(services: Services, command: Command) -> Reply:
+async def help_(services: Services, command: Command, user: str) -> Reply:
     return replies.help_reply()
 
 
-async def status(services: Services, command: Command) -> Reply:
-    now = services.clock.now()
-    statuses = services.statuses()
+async def status(services: Services, command: Command, user: str) -> Reply:
     if command.project is None:
-        incidents = await services.store.list_incidents(open_only=True, limit=1000)
-        return replies.status_reply(services.config(), statuses, incidents, now)
-    try:
-        project = _project(services, command.project)
-    except _Gone:
+        board = await fleet.read_fleet(services)
+        return replies.status_reply(board.rows(services), board.now)
+    project = current_project(services, command.project)
+    if project is None:
         return replies.error_reply(f"no project {command.project} any more")
-    last = await services.store.recent_probes(project.name, limit=1)
-    incidents = await services.store.list_incidents(
+    store, now = services.store, services.clock.now()
+    last = await store.recent_probes(project.name, limit=1)
+    incidents = await store.list_incidents(
         project=project.name, open_only=True, limit=MAX_INCIDENTS
     )
-    status_now = statuses.get(project.name, "unknown")
+    acks = await store.incident_acks([i.id for i in incidents])
+    uptime = (await store.uptime([project.name], now - fleet.DAY, now)).get(project.name)
+    silence = await store.active_silence(project.name)
+    status_now = services.statuses().get(project.name, "unknown")
     return replies.project_status_reply(
-        project, status_now, last[0] if last else None, incidents, now
+        project, status_now, last[0] if last else None, incidents, acks, uptime, silence, now
     )
 
 
-async def projects(services: Services, command: Command) -> Reply:
+async def projects(services: Services, command: Command, user: str) -> Reply:
     return replies.projects_reply(services.config())
 
 
-async def incidents(services: Services, command: Command) -> Reply:
+async def incidents(services: Services, command: Command, user: str) -> Reply:
     found = await services.store.list_incidents(open_only=True, limit=MAX_INCIDENTS + 1)
-    more = len(found) > MAX_INCIDENTS
-    return replies.incidents_reply(found[:MAX_INCIDENTS], services.clock.now(), more)
+    shown = found[:MAX_INCIDENTS]
+    acks = await services.store.incident_acks([i.id for i in shown])
+    return replies.incidents_reply(shown, acks, services.clock.now(), len(found) > MAX_INCIDENTS)
 
 
 # -- subcommands answered by later issues -----------------------------------------------
 # Each is parsed and validated in full already; fill the body in when its feature lands.
 
 
-async def history(services: Services, command: Command) -> Reply:
-    # TODO(history): store.uptime / downtime / mttr / probe_hours over command.window.
-    return replies.coming_reply(command, "the history view (uptime, MTTR, latency)")
-
-
-async def action(services: Services, command: Command) -> Reply:
-    # TODO(Autonomy): create an action request (action.requested, needs_approval from the
-    # project) for command.action on command.project; Autonomy executes and guards it.
-    return replies.coming_reply(command, "autonomous actions (the Autonomy issue)")
-
-
-async def silence(services: Services, command: Command) -> Reply:
-    # TODO(silences): store a silence (project, command.seconds, command.reason, user).
-    return replies.coming_reply(command, "silences")
-
-
-async def unsilence(services: Services, command: Command) -> Reply:
-    # TODO(silences): end the project's active silence.
-    return replies.coming_reply(command, "silences")
-
-
-async def ack(services: Services, command: Command) -> Reply:
-    # TODO(ack): resolve command.incident (an id prefix) among open incidents, record who.
-    return replies.coming_reply(command, "incident acknowledgement")
-
-
-async def analyze(services: Services, command: Command) -> Reply:
+async def analyze(services: Services, command: Command, user: str) -> Reply:
     # TODO(analysis): ask the DecisionAgent (Claude or rules) about command.project.
     return replies.coming_reply(command, "Claude analysis")
 
 
-async def digest(services: Services, command: Command) -> Reply:
+async def digest(services: Services, command: Command, user: str) -> Reply:
     # TODO(digest): post the health digest now.
     return replies.coming_reply(command, "the daily digest")
 
@@ -163,13 +143,13 @@ HANDLERS: dict[str, Handler] = {
     "projects": projects,
     "incidents": incidents,
     "history": history,
-    "restart": action,
-    "pause": action,
-    "resume": action,
-    "clear-cache": action,
-    "silence": silence,
-    "unsilence": unsilence,
-    "ack": ack,
+    "restart": operations.request_action,
+    "pause": operations.request_action,
+    "resume": operations.request_action,
+    "clear-cache": operations.request_action,
+    "silence": operations.silence,
+    "unsilence": operations.unsilence,
+    "ack": operations.ack,
     "analyze": analyze,
     "digest": digest,
 }

@@ -1,7 +1,9 @@
-"""App Home: the fleet summary, published when someone opens orch's Home tab.
+"""App Home: the status board, published when someone opens orch's Home tab.
 
 It is also orch's one Events API listener today, and Events API deliveries are what Slack
 retries (X-Slack-Retry-Num), so it runs through the same de-duplicated background path.
+Who opened it is remembered (``Services.home_users``) so that ``HomeRefresher`` can
+publish their board again when the fleet changes.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import replies
+from bot.slack import fleet
 from bot.slack.services import Services
 from bot.slack.work import is_retry, request_key
 
@@ -29,6 +31,7 @@ def register(app: AsyncApp, services: Services) -> None:
         user = event.get("user")
         if event.get("tab", "home") != "home" or not isinstance(user, str):
             return
+        services.home_users.add(user, services.clock.monotonic())
 
         async def work() -> None:
             await publish_home(services, client, user)
@@ -37,8 +40,4 @@ def register(app: AsyncApp, services: Services) -> None:
 
 
 async def publish_home(services: Services, client: AsyncWebClient, user: str) -> None:
-    incidents = await services.store.list_incidents(open_only=True, limit=50)
-    view = replies.home_view(
-        services.config(), services.statuses(), incidents, services.clock.now()
-    )
-    await client.views_publish(user_id=user, view=view)
+    await client.views_publish(user_id=user, view=await fleet.home_view(services))

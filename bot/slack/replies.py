@@ -1,10 +1,12 @@
-"""What orch says in Slack, as plain mrkdwn text.
+"""What orch says in Slack: Block Kit from ``templates/`` (``bot.render``) with a plain
+mrkdwn ``text`` fallback in every message.
 
-Interim: ``bot/render.py`` (jinja2 Block Kit templates) is being written alongside; when it
-lands, these functions keep their signatures and return ``Reply(text=…, blocks=
-render_blocks(…))``.  Handlers only ever hand data to this module, so nothing else moves.
-Every value that came from outside orch (incident summaries, probe reasons, user text) goes
-through ``escape`` so it cannot become a mention or a link.
+Handlers only hand data to this module.  The blocks come from the templates, which escape
+every value; the fallback texts built here (notifications, screen readers, clients
+without Block Kit) pass every value that came from outside orch (incident summaries,
+probe reasons, user text) through ``escape`` so it cannot become a mention or a link.
+Most answers concern only the asker (``ephemeral``); what the team should know (who
+silenced, acked, asked to run something) goes ``in_channel``.
 """
 
 from __future__ import annotations
@@ -12,20 +14,65 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from bot.cards import CommandHelp, ErrorView, HelpView, HomeView, ProjectRow, StatusReplyView
 from bot.config import Config, Project
+from bot.render import render_blocks
 from bot.slack.command_parser import USAGE, Command
+from bot.slack.views import (
+    AckView,
+    ActionRequestView,
+    HistoryView,
+    IncidentListLine,
+    IncidentListView,
+    ProjectLine,
+    ProjectStatusView,
+    ProjectsView,
+    SilenceView,
+    short_id,
+)
 from storage.base import Incident, ProbeRecord
+from storage.operations_store import ActionRequest, IncidentAck, Silence
 
 _MARK = {"healthy": "🟢", "degraded": "🟡", "down": "🔴", "unknown": "⚪"}
+MAX_TEXT_LINES: Final = 100  # fallback lines of a list; the blocks show more
+DESCRIPTIONS: Final = {
+    "help": "this list",
+    "status": "every project's status and 24 h uptime, or one project's details",
+    "projects": "the configured projects",
+    "incidents": "open incidents, with the ids /orch ack takes",
+    "history": "uptime, downtime, MTTR and a timeline over 24 h or 7 days",
+    "restart": "ask orch to restart a project",
+    "pause": "ask orch to pause a project",
+    "resume": "ask orch to resume a paused project",
+    "clear-cache": "ask orch to clear a project's cache",
+    "silence": "no new incident posts for a project for a while (still recorded)",
+    "unsilence": "end a project's silence early",
+    "ack": "take an incident on (by id, its first 6 characters, or fingerprint)",
+    "analyze": "ask Claude what is wrong with a project",
+    "digest": "post the health digest now",
+}
+assert set(DESCRIPTIONS) == set(USAGE), "every subcommand needs a help line"
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
     blocks: list[dict[str, Any]] | None = None
+    response_type: Literal["ephemeral", "in_channel"] = "ephemeral"
+
+
+def _render(
+    template: str,
+    *,
+    text: str | None = None,
+    response_type: Literal["ephemeral", "in_channel"] = "ephemeral",
+    **context: Any,
+) -> Reply:
+    payload = render_blocks(template, **context)
+    return Reply(payload["text"] if text is None else text, payload["blocks"], response_type)
 
 
 def escape(text: str) -> str:
@@ -53,47 +100,64 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _capped(lines: list[str], total: int) -> list[str]:
+    if total > MAX_TEXT_LINES:
+        return [*lines[:MAX_TEXT_LINES], f"… and {total - MAX_TEXT_LINES} more"]
+    return lines
+
+
+# -- help, errors ---------------------------------------------------------------------
+
+
 def help_reply() -> Reply:
     # Slack reads <…> as a link or mention even inside backticks: escape the usage lines.
     lines = [f"*orch* — `/orch {escape('<command>')}`:"]
     lines += [f"• `/orch {escape(USAGE[name])}`" for name in USAGE]
-    return Reply("\n".join(lines))
+    commands = tuple(CommandHelp(f"/orch {USAGE[n]}", DESCRIPTIONS[n]) for n in USAGE)
+    return _render("help_reply.json.j2", text="\n".join(lines), help=HelpView(commands))
 
 
-def error_reply(message: str) -> Reply:
-    return Reply(escape(message))
+def error_reply(message: str, hint: str = "") -> Reply:
+    return _render("error_reply.json.j2", text=escape(message), error=ErrorView(message, hint))
 
 
 def failure_reply() -> Reply:
-    return Reply("orch could not answer that just now (the error is in orch's log).")
+    return error_reply("orch could not answer that just now (the error is in orch's log).")
 
 
-def _incident_line(incident: Incident, now: datetime) -> str:
+def coming_reply(command: Command, feature: str) -> Reply:
+    target = f" for {command.project}" if command.project else ""
+    rest = (
+        f"{target} is understood but not available yet: it comes with {feature}."
+        " Nothing was changed."
+    )
+    view = ErrorView(f"/orch {command.name}{rest}")
+    return _render("error_reply.json.j2", text=f"`/orch {command.name}`{rest}", error=view)
+
+
+# -- reading the fleet ----------------------------------------------------------------
+
+
+def _incident_line(incident: Incident, now: datetime, ack: IncidentAck | None = None) -> str:
     since = age((now - incident.opened_at).total_seconds())
+    acked = f", acked by {escape(ack.acked_by)}" if ack is not None else ""
     return (
         f"• `{incident.fingerprint}` {incident.severity}, open {since}: "
-        f"{escape(incident.summary)} (id `{incident.id[:8]}`)"
+        f"{escape(incident.summary)} (id `{short_id(incident.id)}`){acked}"
     )
 
 
-def status_reply(
-    config: Config, statuses: Mapping[str, str], incidents: Sequence[Incident], now: datetime
-) -> Reply:
-    names = config.project_names()
-    counts: dict[str, int] = {}
-    for name in names:
-        status = statuses.get(name, "unknown")
-        counts[status] = counts.get(status, 0) + 1
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no projects"
-    lines = [f"*Fleet*: {summary}"]
-    open_by_project: dict[str, int] = {}
-    for incident in incidents:
-        open_by_project[incident.project] = open_by_project.get(incident.project, 0) + 1
-    for name in names:
-        status = statuses.get(name, "unknown")
-        extra = f", {open_by_project[name]} open incident(s)" if name in open_by_project else ""
-        lines.append(f"{_MARK.get(status, '⚪')} `{name}` {status}{extra}")
-    return Reply("\n".join(lines))
+def status_reply(rows: Sequence[ProjectRow], now: datetime) -> Reply:
+    """The fleet, failing first, with 24 h uptime (``bot.slack.fleet`` reads the rows)."""
+    view = StatusReplyView.build(rows, now)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(view.totals.items())) or "no projects"
+    lines = []
+    for row in rows:
+        n = row.open_incidents
+        extra = f", {n} open incident(s)" if n else ""
+        lines.append(f"{_MARK.get(row.status, '⚪')} `{row.name}` {row.status}{extra}")
+    text = "\n".join([f"*Fleet*: {counts}", *_capped(lines, len(lines))])
+    return _render("status_reply.json.j2", text=text, status=view)
 
 
 def project_status_reply(
@@ -101,9 +165,14 @@ def project_status_reply(
     status: str,
     last: ProbeRecord | None,
     incidents: Sequence[Incident],
+    acks: Mapping[str, IncidentAck],
+    uptime_24h: float | None,
+    silence: Silence | None,
     now: datetime,
 ) -> Reply:
     lines = [f"{_MARK.get(status, '⚪')} *{project.name}* is {status}"]
+    if silence is not None:
+        lines.append(f"Silenced until {silence.ends_at:%Y-%m-%d %H:%M} UTC")
     if last is None:
         lines.append("No probe recorded yet.")
     else:
@@ -113,47 +182,69 @@ def project_status_reply(
         lines.append(f"Last probe {when} ago: {last.level}, {last.latency_ms:.0f} ms{http}{reason}")
     if incidents:
         lines.append("Open incidents:")
-        lines += [_incident_line(i, now) for i in incidents]
-    return Reply("\n".join(lines))
+        lines += [_incident_line(i, now, acks.get(i.id)) for i in incidents]
+    view = ProjectStatusView(
+        project.name, status, uptime_24h, last,
+        tuple(IncidentListLine.of(i, acks.get(i.id)) for i in incidents),
+        silence.ends_at if silence else None, silence.created_by if silence else "",
+    )  # fmt: skip
+    return _render("project_status_reply.json.j2", text="\n".join(lines), project=view)
 
 
 def projects_reply(config: Config) -> Reply:
-    if not config.projects:
-        return Reply("No projects are configured.")
-    lines = [f"*{len(config.projects)} projects*"]
-    for p in config.projects:
-        group = p.orchestrator or "no orchestrator"
-        lines.append(f"• `{p.name}` {p.kind}, {group}, {escape(display_url(p.url))}")
-    return Reply("\n".join(lines))
-
-
-def incidents_reply(incidents: Sequence[Incident], now: datetime, more: bool) -> Reply:
-    if not incidents:
-        return Reply("No open incidents. 🎉")
-    lines = [f"*{len(incidents)}{'+' if more else ''} open incident(s)*"]
-    lines += [_incident_line(i, now) for i in incidents]
-    return Reply("\n".join(lines))
-
-
-def coming_reply(command: Command, feature: str) -> Reply:
-    target = f" for {command.project}" if command.project else ""
-    return Reply(
-        f"`/orch {command.name}`{target} is understood but not available yet: it comes with"
-        f" {feature}. Nothing was changed."
+    view = ProjectsView(
+        tuple(
+            ProjectLine(p.name, p.kind, p.orchestrator or "", display_url(p.url))
+            for p in config.projects
+        )
     )
+    if not config.projects:
+        return _render("projects_reply.json.j2", text="No projects are configured.", projects=view)
+    lines = [f"*{len(config.projects)} projects*"]
+    for line in view.projects:
+        group = line.group or "no orchestrator"
+        lines.append(f"• `{line.name}` {line.kind}, {group}, {escape(line.url)}")
+    text = "\n".join([lines[0], *_capped(lines[1:], len(lines) - 1)])
+    return _render("projects_reply.json.j2", text=text, projects=view)
 
 
-def home_view(
-    config: Config, statuses: Mapping[str, str], incidents: Sequence[Incident], now: datetime
-) -> dict[str, Any]:
-    """The App Home tab: the fleet summary in one section (a template replaces it later)."""
-    text = status_reply(config, statuses, incidents, now).text
-    if incidents:
-        text += "\n\n*Open incidents*\n" + "\n".join(_incident_line(i, now) for i in incidents)
-    # A section's text is capped at 3000 characters by Slack.
-    if len(text) > 3000:
-        text = text[:2990] + "\n…"
-    return {
-        "type": "home",
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-    }
+def incidents_reply(
+    incidents: Sequence[Incident], acks: Mapping[str, IncidentAck], now: datetime, more: bool
+) -> Reply:
+    view = IncidentListView(tuple(IncidentListLine.of(i, acks.get(i.id)) for i in incidents), more)
+    if not incidents:
+        return _render("incidents_reply.json.j2", text="No open incidents. 🎉", incidents=view)
+    lines = [f"*{len(incidents)}{'+' if more else ''} open incident(s)*"]
+    lines += [_incident_line(i, now, acks.get(i.id)) for i in incidents]
+    return _render("incidents_reply.json.j2", text="\n".join(lines), incidents=view)
+
+
+def history_reply(view: HistoryView) -> Reply:
+    return _render("history_reply.json.j2", history=view)
+
+
+def home_view(view: HomeView) -> dict[str, Any]:
+    """The App Home tab (a ``views.publish`` view)."""
+    return render_blocks("app_home.json.j2", home=view)
+
+
+# -- changing things (told to the channel) --------------------------------------------
+
+
+def silence_reply(silence: Silence, by: str) -> Reply:
+    view = SilenceView.of(silence, "created", by)
+    return _render("silence_reply.json.j2", response_type="in_channel", silence=view)
+
+
+def unsilence_reply(silence: Silence, by: str) -> Reply:
+    view = SilenceView.of(silence, "ended", by)
+    return _render("silence_reply.json.j2", response_type="in_channel", silence=view)
+
+
+def ack_reply(incident: Incident, by: str) -> Reply:
+    return _render("ack_reply.json.j2", response_type="in_channel", ack=AckView.of(incident, by))
+
+
+def action_reply(request: ActionRequest, why: str) -> Reply:
+    view = ActionRequestView.of(request, why)
+    return _render("action_request_reply.json.j2", response_type="in_channel", request=view)

@@ -50,6 +50,20 @@ class Replier:
             kwargs["blocks"] = reply.blocks
         await self._client.chat_postEphemeral(**kwargs)
 
+    async def in_channel(self, body: dict[str, Any], reply: Reply) -> None:
+        """Everyone in the request's channel sees it (who silenced, acked, asked to run)."""
+        response_url = body.get("response_url")
+        if isinstance(response_url, str) and response_url.startswith(("https://", "http://")):
+            await self._to_response_url(response_url, reply, "in_channel")
+            return
+        channel, _ = _channel_and_user(body)
+        if not channel:
+            raise ReplyFailed("no response_url or channel to answer")
+        kwargs: dict[str, Any] = {"channel": channel, "text": reply.text}
+        if reply.blocks is not None:
+            kwargs["blocks"] = reply.blocks
+        await self._client.chat_postMessage(**kwargs)
+
     async def _to_response_url(self, url: str, reply: Reply, response_type: str) -> None:
         webhook = AsyncWebhookClient(url=url, session=self._session(), logger=_QUIET, timeout=10)
         response = await webhook.send(

@@ -1,0 +1,241 @@
+"""SlackNotifier: turns incident events into Slack work in the outbox (DESIGN §5).
+
+A bus subscriber (role ``slack-notifier``).  It never talks to Slack: it renders the
+templates and queues writes (``storage.slack_store``); ``bot.slack_outbox`` sends them.
+
+- ``incident.opened``: the card (``post_card``) in the project's orchestrator channel.
+- ``incident.updated`` / ``incident.resolved``: the card re-rendered from the incident
+  as stored now (``update_card``: resolved = green with the downtime) and a line in its
+  thread (``thread_reply``).
+- Any other event with an ``incident_id`` (actions, approvals, analyses, escalations,
+  suspensions): a line in the thread.
+- ``project.status_changed``, ``project.flapping``, ``metric.*`` (no incident_id): a line
+  in the thread of each open incident of that project that already has a card, as probe
+  evidence; not in the incident the event itself opens or ends (status and flapping: the
+  ``down`` incident; a metric: its own metric's), whose own events tell that story.
+
+Every write has a dedupe key (the event id, or ``card:<incident>`` for a card), so a
+redelivered event queues nothing twice and a card is posted once whichever replica or
+event asks.  An event whose incident has no card yet queues the card first, in the same
+transaction: an update can never be orphaned by an ``incident.opened`` handled elsewhere
+or later.  A project without an orchestrator goes to ``default_channel`` when given, else
+it is skipped with one log line per project.  Silenced projects (``is_silenced``) get no
+new card and no thread lines; an existing card is still edited, so it does not stay red.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Final
+
+from agents.bus import EventBus
+from agents.events import (
+    EVENT_TYPES,
+    INCIDENT_OPENED,
+    INCIDENT_RESOLVED,
+    INCIDENT_UPDATED,
+    METRIC_ANOMALY,
+    METRIC_RECOVERED,
+    PROJECT_FLAPPING,
+    PROJECT_STATUS_CHANGED,
+    Event,
+)
+from agents.incidents import down_fingerprint, metric_fingerprint
+from bot.cards import IncidentCardView, TimelineEntry
+from bot.config import Config
+from bot.render import render_blocks
+from bot.storm import STORM_AFTER, STORM_WINDOW_S, incident_line
+from storage.base import Incident, Store
+from storage.slack_store import Kind, NewSlackMessage, SlackCard, card_key
+
+log = logging.getLogger(__name__)
+
+ROLE: Final = "slack-notifier"
+INCIDENT_TYPES: Final = frozenset({INCIDENT_OPENED, INCIDENT_UPDATED, INCIDENT_RESOLVED})
+EVIDENCE_TYPES: Final = frozenset(
+    {PROJECT_STATUS_CHANGED, PROJECT_FLAPPING, METRIC_ANOMALY, METRIC_RECOVERED}
+)
+# Events never about an incident: not worth a delivery.
+IGNORED: Final = frozenset({"silence.created", "silence.ended", "config.reloaded", "digest.posted"})
+_LOOKUP_LIMIT: Final = 200  # newest incidents of a project searched for an event's incident
+
+
+def _never(_project: str) -> bool:
+    return False
+
+
+def derived_status(incident: Incident) -> str:
+    """The project status a card shows when no live statuses are wired in."""
+    if incident.state == "resolved":
+        return "healthy" if incident.condition == "down" else "unknown"
+    return "down" if incident.condition == "down" else "degraded"
+
+
+class SlackNotifier:
+    def __init__(
+        self,
+        store: Store,
+        config: Callable[[], Config],
+        *,
+        wake: Callable[[], None] = lambda: None,
+        statuses: Callable[[], Mapping[str, str]] | None = None,
+        is_silenced: Callable[[str], bool] = _never,
+        default_channel: str | None = None,
+        storm_after: int = STORM_AFTER,
+        storm_window_s: float = STORM_WINDOW_S,
+    ) -> None:
+        """``wake`` is ``SlackOutbox.wake`` (send now instead of at the next poll);
+        ``statuses`` is ``HealthMonitor.statuses`` (the card's "project status")."""
+        self._store = store
+        self._config = config
+        self._wake = wake
+        self._statuses = statuses
+        self._is_silenced = is_silenced
+        self._default_channel = default_channel
+        self._storm_after = storm_after
+        self._storm_window_s = storm_window_s
+        self._unrouted: set[str] = set()
+
+    def register(self, bus: EventBus) -> None:
+        bus.subscribe(ROLE, self.handle, types=sorted(EVENT_TYPES - IGNORED))
+
+    async def handle(self, event: Event) -> None:
+        project = event.project
+        if project is None or event.type in IGNORED:
+            return
+        channel = self._channel(project)
+        if channel is None:
+            return
+        if event.type in INCIDENT_TYPES or event.incident_id is not None:
+            messages = await self._for_incident_event(event, channel)
+        elif event.type in EVIDENCE_TYPES:
+            messages = await self._evidence(event, channel)
+        else:
+            return
+        if messages and await self._store.slack_enqueue(
+            messages, storm_after=self._storm_after, storm_window_s=self._storm_window_s
+        ):
+            self._wake()
+
+    # -- what to queue -------------------------------------------------------------------
+    async def _for_incident_event(self, event: Event, channel: str) -> list[NewSlackMessage]:
+        incident = await self._incident(event)
+        if incident is None:
+            log.warning("%s %s: incident %s not found; nothing for Slack",
+                        event.type, event.id, event.incident_id)  # fmt: skip
+            return []
+        silenced = self._is_silenced(incident.project)
+        card = await self._store.slack_card(incident.id)
+        messages: list[NewSlackMessage] = []
+        if card is None:
+            if silenced:
+                log.info("%s is silenced: no card for incident %s", incident.project, incident.id)
+                return []
+            # Rendered from the incident as stored now, so a card queued late is current.
+            messages.append(self._post_card(incident, event, channel))
+        elif event.type in (INCIDENT_UPDATED, INCIDENT_RESOLVED):
+            count = await self._store.slack_thread_count(incident.id) + (not silenced)
+            messages.append(self._update_card(incident, event, channel, count))
+        if event.type != INCIDENT_OPENED and not silenced:
+            messages.append(self._reply(event, incident, card, channel))
+        return messages
+
+    async def _evidence(self, event: Event, channel: str) -> list[NewSlackMessage]:
+        project = event.project
+        assert project is not None
+        if self._is_silenced(project):
+            return []
+        # The incident this event opens or ends tells it through its own events.
+        if event.type in (METRIC_ANOMALY, METRIC_RECOVERED):
+            own = metric_fingerprint(project, str(event.payload.get("metric")))
+        else:
+            own = down_fingerprint(project)
+        messages = []
+        for incident in await self._store.list_incidents(project=project, open_only=True):
+            if incident.fingerprint == own:
+                continue
+            card = await self._store.slack_card(incident.id)
+            if card is not None:
+                messages.append(self._reply(event, incident, card, channel))
+        return messages
+
+    # -- rendering -------------------------------------------------------------------------
+    def _post_card(self, incident: Incident, event: Event, channel: str) -> NewSlackMessage:
+        view = self._card_view(incident, timeline_len=0, mention=True)
+        payload = {"message": render_blocks("incident_card.json.j2", card=view)}
+        payload["line"] = incident_line(incident)
+        return self._message(channel, "post_card", card_key(incident.id), payload, incident, event)
+
+    def _update_card(
+        self, incident: Incident, event: Event, channel: str, timeline_len: int
+    ) -> NewSlackMessage:
+        # An edit does not mention on-call again: the first post did.
+        view = self._card_view(incident, timeline_len=timeline_len, mention=False)
+        payload = {"message": render_blocks("incident_card.json.j2", card=view)}
+        key = f"{event.id}:update:{incident.id}"
+        return self._message(channel, "update_card", key, payload, incident, event)
+
+    def _reply(
+        self, event: Event, incident: Incident, card: SlackCard | None, channel: str
+    ) -> NewSlackMessage:
+        entry = TimelineEntry.from_event(event, self._oncall(incident.project))
+        if card is not None and card.folded:
+            # The storm message's thread holds several incidents' lines: say whose.
+            entry = replace(entry, headline=f"{incident.project}: {entry.headline}")
+        payload = {"message": render_blocks("timeline_line.json.j2", entry=entry)}
+        key = f"{event.id}:reply:{incident.id}"
+        return self._message(channel, "thread_reply", key, payload, incident, event)
+
+    def _card_view(
+        self, incident: Incident, *, timeline_len: int, mention: bool
+    ) -> IncidentCardView:
+        statuses = self._statuses() if self._statuses is not None else {}
+        return IncidentCardView.from_incident(
+            incident,
+            project_status=statuses.get(incident.project) or derived_status(incident),
+            timeline_len=timeline_len,
+            oncall_id=self._oncall(incident.project),
+            mention_oncall=mention,
+        )
+
+    @staticmethod
+    def _message(
+        channel: str,
+        kind: Kind,
+        key: str,
+        payload: dict[str, Any],
+        incident: Incident,
+        event: Event,
+    ) -> NewSlackMessage:
+        return NewSlackMessage(channel, kind, key, payload, incident.id, event.ts)
+
+    # -- lookups ---------------------------------------------------------------------------
+    async def _incident(self, event: Event) -> Incident | None:
+        wanted = event.incident_id
+        rows = await self._store.list_incidents(project=event.project, limit=_LOOKUP_LIMIT)
+        return next((i for i in rows if i.id == wanted), None)
+
+    def _channel(self, project: str) -> str | None:
+        config = self._config()
+        try:
+            group = config.project(project).orchestrator
+        except KeyError:
+            group = None
+        if group is not None and group in config.orchestrators:
+            return config.orchestrators[group].channel
+        if self._default_channel is None and project not in self._unrouted:
+            self._unrouted.add(project)
+            log.warning("%s is in no orchestrator and there is no default channel:"
+                        " its incidents are not posted to Slack", project)  # fmt: skip
+        return self._default_channel
+
+    def _oncall(self, project: str) -> str | None:
+        config = self._config()
+        try:
+            group = config.project(project).orchestrator
+        except KeyError:
+            return None
+        orchestrator = config.orchestrators.get(group) if group else None
+        return orchestrator.oncall if orchestrator is not None else None
