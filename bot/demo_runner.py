@@ -23,6 +23,7 @@ from bot.runtime import Runtime, RuntimeOptions
 from bot.secrets import control_secret
 from bot.settings import Settings
 from bot.signals import stop_event_on_signals, wait_for_stop
+from bot.terminal_cards import TerminalCards
 from bot.terminal_view import TerminalView
 from demo.faults import FaultSpec, run_fault_schedule
 from demo.fleet import Fleet
@@ -64,6 +65,11 @@ async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> 
         options=RuntimeOptions(extra_result_listeners=[view.on_result]),
     )
     view.register(runtime.bus)
+    if runtime.slack is None:
+        # No Slack tokens: the same rendered cards, as text in the terminal view.
+        TerminalCards(runtime.store, write=view.say, statuses=runtime.health.statuses).register(
+            runtime.bus
+        )
     jsonl = JsonlEventLog(options.events_jsonl) if options.events_jsonl else None
     if jsonl is not None:
         jsonl.open()

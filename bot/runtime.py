@@ -35,8 +35,12 @@ from agents.retention import RetentionJob
 from bot.config import Config
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
+from bot.notifier import SlackNotifier
 from bot.settings import Settings
+from bot.slack.home_refresh import HomeRefresher
 from bot.slack.service import build_slack
+from bot.slack.silences import SilenceBoard
+from bot.slack_outbox import SlackOutbox
 from bot.web import ReadyCheck, WebServer, make_web_app, store_ready
 from storage.base import Store
 from storage.factory import open_store
@@ -72,6 +76,7 @@ class Runtime:
         self.config = config
         self.clock = clock or SystemClock()
         self.options = options or RuntimeOptions()
+        self.replica_id = self.options.replica_id or default_replica_id()
         self.store: Store = open_store(settings.database_url, settings.sqlite_path)
         # REDIS_URL selects Redis Streams (replicas share one consumer group per role);
         # unset keeps the in-process bus. A dead-lettered event becomes an escalation
@@ -89,11 +94,28 @@ class Runtime:
         self.retention = RetentionJob(self.store, self.clock)
         self.scheduler = JobScheduler(self)
         self.slack = build_slack(settings, self)
+        # Silences are read on every notification: a board kept fresh from the store.
+        self.silences = SilenceBoard(self.store, self.clock)
+        self.silences.register(self.bus, role=f"silences:{self.replica_id}")
+        self.slack_outbox: SlackOutbox | None = None
+        self.home: HomeRefresher | None = None
+        if self.slack is not None:
+            # Every Slack write goes through one persisted, paced outbox (DESIGN §5).
+            self.slack_outbox = SlackOutbox(self.store, self.slack.client, self.clock)
+            SlackNotifier(
+                self.store,
+                lambda: self.config,
+                wake=self.slack_outbox.wake,
+                statuses=self.health.statuses,
+                is_silenced=self.silences.is_silenced,
+            ).register(self.bus)
+            # Each replica knows only the Home tabs opened through it: its own role.
+            self.home = HomeRefresher(self.slack.services, self.slack.client, clock=self.clock)
+            self.home.register(self.bus, role=f"slack-home:{self.replica_id}")
         self.result_listeners: list[ResultListener] = list(self.options.extra_result_listeners)
         self._session: aiohttp.ClientSession | None = None
         self.monitor: ProjectMonitor | None = None
         self.web: WebServer | None = None
-        self.replica_id = self.options.replica_id or default_replica_id()
         self.keeper = LeaseKeeper(
             self.store,
             self.replica_id,
@@ -109,6 +131,8 @@ class Runtime:
     async def start(self) -> None:
         await self.store.open()
         self._started.append("store")
+        await self.silences.start()
+        self._started.append("silences")
         await self.bus.start()
         self._started.append("bus")
         await self.relay.start()
@@ -139,6 +163,9 @@ class Runtime:
         if self.slack is not None:
             await self.slack.start()
             self._started.append("slack")
+        if self.slack_outbox is not None:
+            await self.slack_outbox.start()
+            self._started.append("slack-outbox")
         if self.options.serve_web:
             app = make_web_app(
                 self._health,
@@ -153,7 +180,8 @@ class Runtime:
         """Stop in reverse order of start; each step runs even if an earlier one failed."""
         steps = {
             "web": lambda: self.web.stop() if self.web else _nothing(),
-            "slack": lambda: self.slack.stop() if self.slack else _nothing(),
+            "slack-outbox": lambda: self.slack_outbox.stop() if self.slack_outbox else _nothing(),
+            "slack": self._stop_slack,
             "scheduler": self.scheduler.stop,
             "leases": self._hand_back,
             "monitor": lambda: self.monitor.stop() if self.monitor else _nothing(),
@@ -161,6 +189,7 @@ class Runtime:
             "recorder": self.recorder.stop,
             "relay": self.relay.stop,
             "bus": self.bus.stop,
+            "silences": self.silences.stop,
             "store": self.store.close,
         }
         while self._started:
@@ -245,7 +274,16 @@ class Runtime:
             checks["bus"] = _ping_check(ping)
         if self.slack is not None:
             checks["slack"] = self.slack.check
+        if self.slack_outbox is not None:
+            # Rate-limited or refused by Slack: not ready, and /readyz says why.
+            checks["slack-outbox"] = self.slack_outbox.check
         return checks
+
+    async def _stop_slack(self) -> None:
+        if self.home is not None:
+            await self.home.stop()
+        if self.slack is not None:
+            await self.slack.stop()
 
     async def _dead_letter(self, role: str, event: Event, error: str) -> None:
         """An event a consumer role failed on five times: tell the humans. The id is
