@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Protocol
 
 from agents.events import Event
+from storage.autonomy_store import AutonomyStore
+from storage.budget_store import BudgetStore
 from storage.coordination import CoordinationStore
 from storage.operations_store import OperationsStore
 from storage.slack_store import SlackStore
@@ -87,8 +89,9 @@ EventFor = Callable[[Incident], Event]
 
 
 # leases, heartbeats, jobs: storage.coordination; the Slack outbox: storage.slack_store
-# silences, acks, action requests: storage.operations_store
-class Store(CoordinationStore, SlackStore, OperationsStore, Protocol):
+# silences, acks, action requests: storage.operations_store; approvals, audit log:
+# storage.autonomy_store; remediation budget, suspensions, analyses: storage.budget_store
+class Store(CoordinationStore, SlackStore, OperationsStore, AutonomyStore, BudgetStore, Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         ...

@@ -22,6 +22,8 @@ from agents.clock import Clock, SystemClock
 from agents.events import Event
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord
 from storage.migrate import load_migrations
+from storage.postgres_autonomy import PostgresAutonomy
+from storage.postgres_budget import PostgresBudget
 from storage.postgres_connect import create_pool
 from storage.postgres_coordination import PostgresCoordination
 from storage.postgres_migrate import apply_migrations
@@ -47,7 +49,15 @@ TABLES = ("probes", "metric_samples", "events", "incidents")
 
 # roll-ups, retention, uptime: postgres_rollups; leases, jobs: postgres_coordination
 # Slack outbox: postgres_slack; silences, acks, action requests: postgres_operations
-class PostgresStore(PostgresRollups, PostgresCoordination, PostgresSlack, PostgresOperations):
+# approvals, audit log: postgres_autonomy; remediation budget, analyses: postgres_budget
+class PostgresStore(
+    PostgresRollups,
+    PostgresCoordination,
+    PostgresSlack,
+    PostgresOperations,
+    PostgresAutonomy,
+    PostgresBudget,
+):
     def __init__(
         self,
         dsn: str,

@@ -26,6 +26,8 @@ from agents.clock import Clock, SystemClock
 from agents.events import Event
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord
 from storage.migrate import load_migrations, pending
+from storage.sqlite_autonomy import SQLiteAutonomy
+from storage.sqlite_budget import SQLiteBudget
 from storage.sqlite_codec import (
     EVENT_COLUMNS,
     SQL,
@@ -52,7 +54,10 @@ _ID_CHUNK = 500  # ids per IN (...) list; SQLite's default parameter limit is 32
 
 # roll-ups, retention, uptime: storage.sqlite_rollups; leases, jobs: storage.sqlite_coordination
 # Slack outbox: sqlite_slack; silences, acks, action requests: sqlite_operations
-class SQLiteStore(SQLiteRollups, SQLiteCoordination, SQLiteSlack, SQLiteOperations):
+# approvals, audit log: sqlite_autonomy; remediation budget, analyses: sqlite_budget
+class SQLiteStore(
+    SQLiteRollups, SQLiteCoordination, SQLiteSlack, SQLiteOperations, SQLiteAutonomy, SQLiteBudget
+):
     def __init__(
         self,
         path: str | Path,

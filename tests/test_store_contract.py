@@ -18,6 +18,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,19 +27,35 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from agents.clock import FakeClock
 from agents.events import (
     ACTION_REQUESTED,
     ACTION_STARTED,
+    ANALYSIS_COMPLETED,
+    APPROVAL_DENIED,
+    APPROVAL_EXPIRED,
+    APPROVAL_GRANTED,
+    APPROVAL_REQUESTED,
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
     INCIDENT_UPDATED,
     METRIC_ANOMALY,
     PROJECT_STATUS_CHANGED,
+    REMEDIATION_SUSPENDED,
     SILENCE_CREATED,
     SILENCE_ENDED,
     Event,
 )
+from storage.autonomy_store import (
+    ACTION_STATE,
+    AWAITING_APPROVAL,
+    Approval,
+    ApprovalEventFor,
+    AuditEntry,
+    AuditRecord,
+)
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord, Store
+from storage.budget_store import Analysis, AnalysisEventFor, NewAnalysis, Suspension
 from storage.factory import open_store
 from storage.migrate import load_migrations, pending
 from storage.operations_store import (
@@ -1200,3 +1217,450 @@ async def test_request_action_with_its_event(store: Store) -> None:
     with pytest.raises(RuntimeError):
         await store.request_action("a", "restart", "U0X", "", False, explode_action)
     assert len(await store.list_actions()) == 2
+
+
+# -- approvals, audit log, remediation budget, analyses (storage.autonomy_store) --------
+
+_APPROVAL_TYPES = {
+    "pending": APPROVAL_REQUESTED,
+    "granted": APPROVAL_GRANTED,
+    "denied": APPROVAL_DENIED,
+    "expired": APPROVAL_EXPIRED,
+}
+
+
+def approval_event(calls: list[Approval] | None = None) -> ApprovalEventFor:
+    """Builds the event matching the row's state, as the approvals agent will."""
+
+    def build(row: Approval) -> Event:
+        if calls is not None:
+            calls.append(row)
+        payload = {"approval_id": row.id, "by": row.decided_by}
+        return Event(_APPROVAL_TYPES[row.state], row.decided_at or row.created_at, "test",
+                     payload, row.project)  # fmt: skip
+
+    return build
+
+
+def _explode_approval(row: Approval) -> Event:
+    raise RuntimeError("event_for failed")
+
+
+def _action_requested(row: ActionRequest) -> Event:
+    return Event(ACTION_REQUESTED, row.created_at, "test", {"action_id": row.id}, row.project)
+
+
+async def ask(
+    store: Store, project: str = "email-blast", by: str = "U0REQ", ttl_s: float = 1800
+) -> Approval:
+    """An action request and its approval request."""
+    act = await store.request_action(project, "restart", by, "slow", True, _action_requested)
+    return await store.create_approval(
+        act.id, project, "restart", by, "slow", ttl_s, approval_event()
+    )
+
+
+async def _types(store: Store, *types: str) -> list[str]:
+    return [e.type for e in await store.list_events(types=list(types), limit=1000)]
+
+
+async def _audit_of(store: Store, approval_id: str) -> list[AuditRecord]:
+    rows = await store.list_audit(limit=1000)
+    return [r for r in rows if r.entry.approval_id == approval_id]
+
+
+async def test_approval_grant_once_with_event_action_state_and_audit(store: Store) -> None:
+    calls: list[Approval] = []
+    before = await store.db_now()
+    approval = await ask(store)
+    assert (approval.state, approval.requested_by, approval.decided_by) == (
+        "pending",
+        "U0REQ",
+        None,
+    )
+    assert approval.created_at >= before
+    assert approval.expires_at - approval.created_at == timedelta(minutes=30)  # DB time
+    assert await store.get_approval(approval.id) == approval
+    assert await store.get_approval("nope") is None
+    assert await store.pending_approvals() == [approval]
+    assert await store.pending_approvals("chatbot") == []
+    action = await store.get_action(approval.action_id)
+    assert action is not None and action.state == AWAITING_APPROVAL
+
+    won = await store.decide_approval(
+        approval.id, "granted", "U0BOSS", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert won.won and won.approval is not None and calls == [won.approval]
+    granted = won.approval
+    assert (granted.state, granted.decided_by) == ("granted", "U0BOSS")
+    assert granted.decided_at is not None and granted.decided_at >= approval.created_at
+    action = await store.get_action(approval.action_id)
+    assert action is not None and action.state == ACTION_STATE["granted"] == "approved"
+
+    # The loser learns who decided, when and what ("already approved by @x at T").
+    late = await store.decide_approval(
+        approval.id, "denied", "U0OTHER", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert (late.outcome, late.won, late.approval) == ("already_decided", False, granted)
+    assert len(calls) == 1 and await store.pending_approvals() == []
+    assert await _types(store, *_APPROVAL_TYPES.values()) == [APPROVAL_REQUESTED, APPROVAL_GRANTED]
+    audit = await _audit_of(store, approval.id)
+    assert [(r.entry.actor, r.entry.decision, r.entry.outcome) for r in audit] == [
+        ("U0OTHER", "denied", "already_decided"),
+        ("U0BOSS", "granted", "won"),
+    ]
+    assert audit[1].entry.project == "email-blast" and audit[1].entry.action == "restart"
+    assert audit[1].entry.action_id == approval.action_id and audit[1].entry.actor_kind == "user"
+
+
+async def test_approval_four_eyes_deny_and_unknown(store: Store) -> None:
+    approval = await ask(store, by="U0REQ")
+    calls: list[Approval] = []
+    refused = await store.decide_approval(
+        approval.id, "granted", "U0REQ", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert refused.outcome == "four_eyes" and refused.approval == approval and calls == []
+    # Withdrawing one's own request is no risk: denying is allowed under four-eyes.
+    denied = await store.decide_approval(
+        approval.id, "denied", "U0REQ", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert denied.won and denied.approval is not None and denied.approval.state == "denied"
+    action = await store.get_action(approval.action_id)
+    assert action is not None and action.state == "denied"
+    # Without four-eyes the requester may approve their own request.
+    other = await ask(store, by="U0REQ")
+    self_ok = await store.decide_approval(
+        other.id, "granted", "U0REQ", four_eyes=False, event_for=approval_event(calls)
+    )
+    assert self_ok.won and len(calls) == 2
+
+    unknown = await store.decide_approval(
+        "nope", "granted", "U0X", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert (unknown.outcome, unknown.approval) == ("not_found", None)
+    with pytest.raises(ValueError, match="decision"):
+        await store.decide_approval(
+            other.id,
+            "approved",
+            "U0X",
+            four_eyes=True,
+            event_for=approval_event(),  # type: ignore[arg-type]
+        )
+    outcomes = [(r.entry.approval_id, r.entry.outcome) for r in await store.list_audit()]
+    assert outcomes == [("nope", "not_found"), (other.id, "won"), (approval.id, "won"),
+                        (approval.id, "four_eyes")]  # fmt: skip
+
+    # The event cannot be built: decision, action state and audit row all roll back.
+    third = await ask(store)
+    with pytest.raises(RuntimeError):
+        await store.decide_approval(
+            third.id, "granted", "U0BOSS", four_eyes=True, event_for=_explode_approval
+        )
+    assert await store.get_approval(third.id) == third
+    assert await _audit_of(store, third.id) == []
+    action = await store.get_action(third.action_id)
+    assert action is not None and action.state == AWAITING_APPROVAL
+
+
+async def test_create_approval_refusals_write_nothing(store: Store) -> None:
+    act = await store.request_action("a", "restart", "U0X", "", True, _action_requested)
+    with pytest.raises(LookupError):
+        await store.create_approval("nope", "a", "restart", "U0X", "", 60, approval_event())
+    with pytest.raises(ValueError, match="not restart on b"):
+        await store.create_approval(act.id, "b", "restart", "U0X", "", 60, approval_event())
+    with pytest.raises(ValueError, match="ttl"):
+        await store.create_approval(act.id, "a", "restart", "U0X", "", math.nan, approval_event())
+    with pytest.raises(RuntimeError):
+        await store.create_approval(act.id, "a", "restart", "U0X", "", 60, _explode_approval)
+    assert await store.pending_approvals() == []
+    action = await store.get_action(act.id)
+    assert action is not None and action.state == "requested"
+
+    first = await store.create_approval(act.id, "a", "restart", "U0X", "", 60, approval_event())
+    with pytest.raises(ValueError, match="pending"):  # one pending approval per action
+        await store.create_approval(act.id, "a", "restart", "U0X", "", 60, approval_event())
+    assert await store.pending_approvals() == [first]
+    assert await _types(store, APPROVAL_REQUESTED) == [APPROVAL_REQUESTED]
+
+
+async def test_expired_approval_is_not_decided_and_expires_once(store: Store) -> None:
+    approval = await ask(store, ttl_s=-1)  # already past its deadline: no waiting
+    assert approval.expires_at < approval.created_at
+    assert await store.pending_approvals() == []  # no longer decidable
+    calls: list[Approval] = []
+    late = await store.decide_approval(
+        approval.id, "granted", "U0BOSS", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert late.outcome == "expired" and late.approval is not None
+    assert (late.approval.state, late.approval.decided_by) == ("expired", None)
+    assert late.approval.decided_at == approval.expires_at  # dated at the deadline
+    assert calls == [late.approval]  # this call noticed it, so it announced it
+    action = await store.get_action(approval.action_id)
+    assert action is not None and action.state == "expired"
+    again = await store.decide_approval(
+        approval.id, "granted", "U0BOSS", four_eyes=True, event_for=approval_event(calls)
+    )
+    assert (again.outcome, again.approval) == ("expired", late.approval) and len(calls) == 1
+    assert await store.expire_approvals(approval_event(calls)) == [] and len(calls) == 1
+    assert await _types(store, APPROVAL_EXPIRED, APPROVAL_GRANTED) == [APPROVAL_EXPIRED]
+    # A new approval may be asked for the same action once the old one expired.
+    renewed = await store.create_approval(
+        approval.action_id, "email-blast", "restart", "U0REQ", "", 60, approval_event()
+    )
+    assert renewed.state == "pending"
+
+
+async def test_expire_approvals_by_the_deadline(store: Store) -> None:
+    long = await ask(store)  # the default 30 min
+    short = await ask(store, "chatbot", ttl_s=60)
+    calls: list[Approval] = []
+    assert await store.expire_approvals(approval_event(calls)) == []
+    tick = timedelta(microseconds=1)
+    assert await store.expire_approvals(approval_event(calls), now=short.expires_at - tick) == []
+    (gone,) = await store.expire_approvals(approval_event(calls), now=short.expires_at)
+    assert (gone.id, gone.state, gone.decided_at) == (short.id, "expired", short.expires_at)
+    assert await store.pending_approvals() == [long]
+    assert await store.expire_approvals(approval_event(calls), now=long.expires_at) == [
+        replace(long, state="expired", decided_at=long.expires_at)
+    ]
+    assert [c.id for c in calls] == [short.id, long.id]
+    with pytest.raises(ValueError, match="naive"):
+        await store.expire_approvals(approval_event(), now=datetime(2099, 1, 1))
+    audit = await store.list_audit()
+    assert [(r.entry.approval_id, r.entry.actor, r.entry.decision) for r in audit] == [
+        (long.id, "orch", "expired"),
+        (short.id, "orch", "expired"),
+    ]
+
+
+async def test_concurrent_decides_give_one_winner(open_new: OpenStore) -> None:
+    one, two = await open_new(), await open_new()
+    approval = await ask(one)
+    results = await asyncio.gather(
+        *(
+            s.decide_approval(
+                approval.id,
+                ("granted", "denied")[i % 2],
+                f"U0{i}",
+                four_eyes=True,
+                event_for=approval_event(),
+            )
+            for i, s in enumerate([one, two] * 5)
+        )
+    )
+    winners = [r for r in results if r.won]
+    assert len(winners) == 1 and winners[0].approval is not None
+    final = winners[0].approval
+    assert all(r.outcome == "already_decided" and r.approval == final for r in results if not r.won)
+    assert await two.get_approval(approval.id) == final
+    assert len(await _types(one, APPROVAL_GRANTED, APPROVAL_DENIED)) == 1
+    assert len(await _audit_of(one, approval.id)) == 10  # every click, won or lost
+
+
+async def test_concurrent_expirers_expire_each_once(open_new: OpenStore) -> None:
+    one, two = await open_new(), await open_new()
+    due = [await ask(one, f"p{i}", ttl_s=-1) for i in range(6)]
+    batches = await asyncio.gather(
+        *(s.expire_approvals(approval_event()) for s in [one, two, one, two])
+    )
+    expired = [a.id for batch in batches for a in batch]
+    assert sorted(expired) == sorted(a.id for a in due)  # each once, none left
+    assert len(await _types(one, APPROVAL_EXPIRED)) == 6
+    assert len(await one.list_audit()) == 6
+
+
+async def test_remediation_budget_counts_by_db_time(store: Store) -> None:
+    window = 15 * 60.0
+    await store.record_attempt("a", "restart", "U0OPS")  # an operator's restart counts
+    assert await store.count_attempts("a", "restart", window) == 1
+    taken = [await store.try_take_budget("a", "restart", 3, window, "auto-fixer") for _ in range(4)]
+    assert taken == [True, True, False, False]
+    assert await store.count_attempts("a", "restart", window) == 3
+    # Per project and per action.
+    assert await store.try_take_budget("b", "restart", 3, window, "auto-fixer", "act-1")
+    assert await store.count_attempts("a", "clear_cache", window) == 0
+    assert not await store.try_take_budget("a", "restart", 0, window, "auto-fixer")
+    # The window is measured back from database now: attempts made one round trip ago
+    # are outside a one-microsecond window.
+    assert await store.count_attempts("a", "restart", 1e-6) == 0
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(ValueError, match="window_s"):
+            await store.count_attempts("a", "restart", bad)
+        with pytest.raises(ValueError, match="window_s"):
+            await store.try_take_budget("a", "restart", 3, bad, "auto-fixer")
+
+
+async def test_budget_race_for_the_last_slots(open_new: OpenStore) -> None:
+    one, two = await open_new(), await open_new()
+    taken = await asyncio.gather(
+        *(s.try_take_budget("a", "restart", 3, 900, f"r{i}") for i, s in enumerate([one, two] * 5))
+    )
+    assert sorted(taken) == [False] * 7 + [True] * 3
+    assert await two.count_attempts("a", "restart", 900) == 3
+
+
+def _suspended_event(row: Suspension) -> Event:
+    return Event(REMEDIATION_SUSPENDED, row.since, "test", {"reason": row.reason}, row.project)
+
+
+async def test_suspension_persists_across_reopening(open_new: OpenStore) -> None:
+    first = await open_new()
+    made = await first.suspend_remediation("a", "budget_exhausted", "auto-fixer", _suspended_event)
+    assert (made.project, made.reason, made.by, made.until) == (
+        "a", "budget_exhausted", "auto-fixer", None
+    )  # fmt: skip
+    assert await first.remediation_suspended("a") == made
+    assert await first.remediation_suspended("b") is None
+    await first.close()  # an orch restart
+
+    again = await open_new()
+    assert await again.remediation_suspended("a") == made
+    timed = await again.suspend_remediation("b", "paused", "U0OPS", _suspended_event, for_s=600)
+    assert timed.until == timed.since + timedelta(minutes=10)
+    assert await again.remediation_suspended("b") == timed
+    assert await again.remediation_suspended("b", at=timed.until) is None  # ran out
+    # A new suspension replaces the old one.
+    replaced = await again.suspend_remediation("a", "flapping", "auto-fixer", _suspended_event)
+    assert await again.remediation_suspended("a") == replaced and replaced.reason == "flapping"
+    assert await again.resume_remediation("a") == replaced
+    assert await again.resume_remediation("a") is None
+    assert await again.remediation_suspended("a") is None
+    events = await again.list_events(types=[REMEDIATION_SUSPENDED])
+    assert [(e.project, e.payload["reason"]) for e in events] == [
+        ("a", "budget_exhausted"), ("b", "paused"), ("a", "flapping")
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="for_s"):
+        await again.suspend_remediation("c", "paused", "U0OPS", _suspended_event, for_s=0)
+
+
+async def test_audit_log_order_and_filters(store: Store) -> None:
+    entries = [
+        AuditEntry("U0A", "user", "restart", "allowed", "a", "slow", "succeeded",
+                   details={"attempt": 1, "note": "ünïcode"}),
+        AuditEntry("auto-fixer", "agent", "restart", "refused", "b", "budget", "",
+                   action_id="act-1"),
+        AuditEntry("claude", "claude", "analyse", "allowed", None),
+        AuditEntry("ops", "operator", "pause", "allowed", "a"),
+    ]  # fmt: skip
+    before = await store.db_now()
+    ids = [await store.append_audit(e) for e in entries]
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    rows = await store.list_audit()
+    assert [r.id for r in rows] == ids[::-1]  # newest first
+    assert [r.entry for r in rows] == entries[::-1]
+    assert all(r.at >= before and r.at.tzinfo is UTC for r in rows)
+    assert [r.entry.actor for r in await store.list_audit(project="a")] == ["ops", "U0A"]
+    assert [r.id for r in await store.list_audit(limit=2)] == ids[:1:-1]
+    assert await store.list_audit(limit=0) == []
+    assert [r.id for r in await store.list_audit(since=rows[0].at)] == [
+        r.id for r in rows if r.at >= rows[0].at
+    ]  # inclusive
+    assert await store.list_audit(since=rows[0].at + timedelta(seconds=1)) == []
+    with pytest.raises(ValueError, match="actor_kind"):
+        await store.append_audit(AuditEntry("x", "robot", "restart", "allowed"))
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_audit(limit=-1)
+    assert len(await store.list_audit()) == 4
+
+
+def _completed(calls: list[Analysis] | None = None) -> AnalysisEventFor:
+    def build(row: Analysis) -> Event:
+        if calls is not None:
+            calls.append(row)
+        payload = {"diagnosis": row.new.diagnosis, "engine": row.new.engine}
+        return Event(ANALYSIS_COMPLETED, row.created_at, "test", payload, row.new.project,
+                     row.new.incident_id)  # fmt: skip
+
+    return build
+
+
+async def test_analyses_and_token_sums(store: Store) -> None:
+    before = await store.db_now()
+    auto = NewAnalysis(
+        "inc-1",
+        "a",
+        "claude",
+        "OOM after deploy",
+        "restart",
+        0.8,
+        "low",
+        {"evidence": ["rss 2GB"], "ratio": 0.5},
+        1200,
+        300,
+        2345.5,
+        0.0123,
+    )
+    human = replace(
+        auto,
+        engine="rules",
+        recommended_action=None,
+        confidence=1.0,
+        input_tokens=0,
+        output_tokens=0,
+        requested_by="U0ONE",
+    )
+    other = replace(auto, incident_id="inc-2", input_tokens=10, output_tokens=5)  # fmt: skip
+    calls: list[Analysis] = []
+    stored = [await store.record_analysis(n, _completed(calls)) for n in (auto, human, other)]
+    assert [s.new for s in stored] == [auto, human, other] and calls == stored
+    assert all(s.created_at >= before for s in stored) and len({s.id for s in stored}) == 3
+    assert await store.analyses_for("inc-1") == stored[:2]
+    assert await store.analyses_for("nope") == []
+    assert await store.tokens_used_since(before) == 1500 + 15
+    assert await store.tokens_used_since(before, incident_id="inc-1") == 1500
+    assert await store.tokens_used_since(stored[-1].created_at + timedelta(seconds=1)) == 0
+    (event_row,) = await store.list_events(types=[ANALYSIS_COMPLETED], project="a", limit=1)
+    assert event_row.incident_id == "inc-2"
+
+    with pytest.raises(ValueError, match="confidence"):
+        await store.record_analysis(replace(auto, confidence=math.nan), _completed())
+    with pytest.raises(ValueError, match="engine"):
+        await store.record_analysis(replace(auto, engine="gpt"), _completed())
+    with pytest.raises(ValueError, match="token"):
+        await store.record_analysis(replace(auto, input_tokens=-1), _completed())
+
+    def explode_analysis(row: Analysis) -> Event:
+        raise RuntimeError("event_for failed")
+
+    with pytest.raises(RuntimeError):
+        await store.record_analysis(auto, explode_analysis)
+    assert len(await store.analyses_for("inc-1")) == 2
+
+
+async def test_sqlite_budget_window_and_approval_expiry_follow_the_store_clock(
+    tmp_path: Path,
+) -> None:
+    """SQLite's database time is its injected clock: a window boundary to the microsecond."""
+    clock = FakeClock(T0)
+    store = SQLiteStore(tmp_path / "orch.db", clock=clock)
+    await store.open()
+    try:
+        assert await store.try_take_budget("a", "restart", 1, 900, "auto-fixer")
+        await clock.advance(900 - 1e-6)
+        assert not await store.try_take_budget("a", "restart", 1, 900, "auto-fixer")
+        await clock.advance(1e-6)  # the first attempt is exactly 15 min old: out
+        assert await store.try_take_budget("a", "restart", 1, 900, "auto-fixer")
+        approval = await ask(store, ttl_s=60)
+        assert approval.expires_at == clock.now() + timedelta(seconds=60)
+        await clock.advance(60)
+        result = await store.decide_approval(
+            approval.id, "granted", "U0BOSS", four_eyes=True, event_for=approval_event()
+        )
+        assert result.outcome == "expired"
+    finally:
+        await store.close()
+
+
+async def test_sqlite_audit_log_is_append_only(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "orch.db")
+    await store.open()
+    try:
+        await store.append_audit(AuditEntry("U0A", "user", "restart", "allowed", "a"))
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "orch.db") as conn:
+        for statement in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(statement)
+        assert conn.execute("SELECT actor FROM audit_log").fetchall() == [("U0A",)]
+    conn.close()
