@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from agents.bus import Handler
 from agents.clock import Clock, SystemClock
 from agents.events import Event
-from agents.lifecycle import cancel_and_wait
+from agents.lifecycle import cancel_all, cancel_and_wait
 from agents.redis_reader import RoleReader
 from agents.redis_support import (
     UNAVAILABLE,
@@ -134,10 +134,9 @@ class RedisStreamsBus:
         stays pending and is reclaimed by another replica (or this one, restarted)."""
         await cancel_and_wait(self._maintainer)
         self._maintainer = None
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for reader in self._readers.values():
+            reader.stopping = True  # a reader that lost its cancellation ends its loop
+        await cancel_all(list(self._tasks.values()))
         self._tasks.clear()  # readers stay for stats(); start() makes fresh ones
         # Send queued acks, or another replica redoes their entries after claim_idle_ms
         # (finding them claimed).  Bounded: Redis may be the reason we are stopping.
@@ -288,6 +287,7 @@ class RedisStreamsBus:
 
     def _spawn(self, role: str) -> None:
         reader = self._readers.get(role) or self._reader(role)
+        reader.stopping = False  # readers outlive a stop(); a new start() runs them again
         self._tasks[role] = asyncio.create_task(reader.run(), name=f"bus:{role}")
 
 

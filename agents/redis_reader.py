@@ -81,6 +81,7 @@ class RoleReader:
         )
         self.group_ready = False
         self.seen = RecentIds()  # claimed here recently: skips a store round trip
+        self.stopping = False  # set by the bus on stop(), checked on every turn
         self._acks: list[str] = []
         names = "delivered duplicates failures skipped dead_letters reclaimed reclaim_cycles"
         self.counts = dict.fromkeys(names.split(), 0)
@@ -106,7 +107,7 @@ class RoleReader:
         reclaim_every = max(self.cfg.claim_idle_ms / 2000, 0.01)
         next_reclaim = self.clock.monotonic()  # at once: pick up a crashed predecessor's
         down_since: float | None = None
-        while True:
+        while not self.stopping:
             try:
                 if not self.group_ready:
                     await self.ensure_group()

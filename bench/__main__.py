@@ -1,4 +1,5 @@
-"""``python -m bench`` (``make bench``): the fleet polling benchmark; see docs/benchmarks.md."""
+"""``python -m bench`` (``make bench``): fleet polling by default; ``ingest``, ``bus``, ``uptime``,
+``all``, ``cleanup``: the production-backend suites. See docs/benchmarks.md."""
 
 import sys
 

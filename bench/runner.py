@@ -165,6 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Fleet polling: orch's full pipeline against a bare aiohttp loop.",
+        epilog="Other suites: python -m bench {ingest,bus,uptime,all,cleanup} [--help]; "
+        "see docs/benchmarks.md.",
     )
     parser.add_argument("--projects", type=int, help="endpoints to poll (default 1000)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds (default 10)")
@@ -265,6 +267,17 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``[polling] [flags]``: the polling bench; ``ingest|bus|uptime|all ...``: bench.suites."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "polling":
+        argv = argv[1:]
+    elif argv and not argv[0].startswith("-"):
+        from bench import suites
+
+        if argv[0] not in suites.NAMES:
+            log(f"unknown suite {argv[0]!r}; one of {', '.join(suites.NAMES)}")
+            return 2
+        return suites.main(argv)
     args = parse_args(argv)
     raise_fd_limit()
     try:
