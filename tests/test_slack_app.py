@@ -10,11 +10,15 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.clock import FakeClock
+from agents.events import ACTION_REQUESTED, APPROVAL_REQUESTED, Event
 from bot.settings import Settings
 from bot.slack.app import SlackSetupError, build_app
 from bot.slack.service import SlackService, api_url, build_slack
@@ -197,3 +201,25 @@ def test_oauth_variables_are_refused_rather_than_silently_switching_modes() -> N
         )
     with pytest.raises(SlackSetupError):
         build_app(AsyncWebClient(token="xoxb-1"), "s", env)
+
+
+async def test_app_home_lists_the_approvals_waiting() -> None:
+    async with slack_harness() as h:
+        now = datetime.now(UTC)
+
+        def announce(kind: str) -> Callable[[Any], Event]:
+            return lambda row: Event(
+                type=kind, ts=now, source="test", project="email-blast", payload={"id": row.id}
+            )
+
+        action = await h.store.request_action(
+            "email-blast", "pause", "U0ASKER", "queue stuck", True, announce(ACTION_REQUESTED)
+        )
+        approval = await h.store.create_approval(
+            action.id, "email-blast", "pause", "U0ASKER", "queue stuck", 1800,
+            announce(APPROVAL_REQUESTED),
+        )  # fmt: skip
+        await _deliver(h, _home_opened("Ev0100"))
+        view = json.dumps(h.fake.calls_to("views.publish")[-1].params)
+        assert approval.id in view  # the Approve / Deny buttons carry only this id
+        assert "pause" in view and "email-blast" in view

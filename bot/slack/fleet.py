@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from bot.cards import HomeView, IncidentLine, ProjectRow
+from bot.cards import ApprovalView, HomeView, IncidentLine, ProjectRow
 from bot.slack import replies
 from bot.slack.services import Services
 from storage.base import Incident
@@ -44,8 +44,19 @@ async def read_fleet(services: Services) -> Fleet:
 
 
 async def home_view(services: Services) -> dict[str, Any]:
-    """The App Home board.  Pending approvals come with the Autonomy issue: until then
-    there are none to show (an action request that needs approval is not yet one)."""
+    """The App Home board: every project, open incidents, and the approvals waiting."""
     fleet = await read_fleet(services)
     lines = [IncidentLine.from_incident(i) for i in fleet.incidents]
-    return replies.home_view(HomeView.build(fleet.rows(services), lines, (), fleet.now))
+    approvals = [
+        ApprovalView(
+            approval_id=a.id,
+            project=a.project,
+            action=a.action,
+            reason=a.reason,
+            requested_by=a.requested_by,
+            state=a.state,
+            expires_at=a.expires_at,
+        )
+        for a in await services.store.pending_approvals()
+    ]
+    return replies.home_view(HomeView.build(fleet.rows(services), lines, approvals, fleet.now))
