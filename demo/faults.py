@@ -7,10 +7,8 @@ survive it, as they would for real.
 
 from __future__ import annotations
 
-import json
 import math
 import re
-import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,7 +16,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from agents.clock import Clock
-from orch_kit.signing import signed_headers
+from orch_kit.client import post_signed
 
 FAULTS: tuple[str, ...] = (
     "crash",
@@ -113,13 +111,8 @@ async def post_fault(
 ) -> Mapping[str, Any]:
     """Inject (or with ``clear=True`` clear; ``fault=None`` clears all) through a running
     service's signed demo route.  Raises ``aiohttp.ClientResponseError`` on refusal."""
-    body = json.dumps({"fault": fault, "clear": clear}).encode()
-    headers = {
-        "Content-Type": "application/json",
-        **signed_headers(secret, body, time.time() if now is None else now),
-    }
     url = control_url.rstrip("/") + FAULT_ROUTE
-    async with session.post(url, data=body, headers=headers) as response:
-        response.raise_for_status()
-        answer: Mapping[str, Any] = await response.json()
-        return answer
+    _, answer = await post_signed(
+        session, url, {"fault": fault, "clear": clear}, secret, now=now, raise_for_status=True
+    )
+    return answer
