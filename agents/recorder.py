@@ -67,6 +67,7 @@ class ProbeRecorder:
         async with self._lock:
             probes, self._probes = self._probes, []
             samples, self._samples = self._samples, []
+            wrote = bool(probes or samples)
             try:
                 if probes:
                     await self._store.add_probes(probes)
@@ -76,7 +77,7 @@ class ProbeRecorder:
                     await self._store.add_metric_samples(samples)
                     self.written_samples += len(samples)
                     samples = []
-                if self.written_probes or self.written_samples:
+                if wrote:
                     await self._announce_flush()
             finally:
                 # Whatever was not written goes back in front, within the bound.

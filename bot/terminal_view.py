@@ -40,12 +40,15 @@ class TerminalView:
 
     def start(self) -> None:
         if self._live_enabled:
-            self._live = Live(self._render(), console=self._console, refresh_per_second=4)
+            # rich calls _render at its own pace (4 Hz): a probe result only stores data.
+            self._live = Live(
+                console=self._console, refresh_per_second=4, get_renderable=self._render
+            )
             self._live.start()
 
     def stop(self) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
             self._live.stop()
             self._live = None
 
@@ -55,7 +58,6 @@ class TerminalView:
 
     def on_result(self, result: ProbeResult) -> None:
         self._last[result.project] = result
-        self._refresh()
 
     async def on_event(self, event: Event) -> None:
         if event.type == "project.status_changed" and event.project:
@@ -66,11 +68,6 @@ class TerminalView:
         if self._live is None:
             print(line, file=self._out, flush=True)
         self._feed.append(line)
-        self._refresh()
-
-    def _refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
 
     def _render(self) -> Group:
         table = Table(title="orch — fleet", expand=True)
