@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import queue
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -69,3 +72,27 @@ class StreamLines:
             self.seen.append(line)
             if all(n in line for n in needles):
                 return line
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]],
+    what: str = "the condition",
+    timeout: float = 20.0,
+    every: float = 0.01,
+) -> float:
+    """Poll ``check`` (sync or async) until it is true; return the seconds it took.
+
+    Only for state that lives outside this process (a database, Redis, another
+    process), where there is no event to wait on.  Fails with ``what`` after ``timeout``.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return loop.time() - started
+        if loop.time() - started > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 from agents.coordination import LeaseKeeper, day_key, fair_share, hour_key
 from agents.events import PROJECT_STATUS_CHANGED, Event
 from storage.base import Store
+from tests.support import eventually
 from tests.test_store_contract import BACKENDS
 
 pytestmark = pytest.mark.timeout(30)
@@ -51,13 +51,8 @@ async def open_replica(
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> float:
-    """Poll ``check`` until it is true; return the seconds it took (fail after timeout)."""
-    started = time.monotonic()
-    async with asyncio.timeout(timeout):
-        while True:  # the state lives in the database: nothing to wait on but a poll
-            if await check():
-                return time.monotonic() - started
-            await asyncio.sleep(0.02)
+    """Poll the database (the state lives there); the seconds it took."""
+    return await eventually(check, "the database state", timeout, every=0.02)
 
 
 # -- the store -----------------------------------------------------------------------

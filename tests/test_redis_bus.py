@@ -9,7 +9,6 @@ Nothing sleeps for a fixed time: every wait is on a condition, with a timeout.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import uuid
 from collections import Counter, defaultdict
@@ -29,6 +28,7 @@ from agents.redis_bus import RedisStreamsBus
 from agents.redis_support import Backoff, BusUnavailable, stream_id_key
 from storage.sqlite import SQLiteStore
 from tests.redis_server import RedisServer, free_port
+from tests.support import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -36,20 +36,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CLAIM_IDLE_MS = 150
 
 
-async def until(
-    cond: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 20.0
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = cond()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+until = eventually  # polls Redis and the store: state outside this process
 
 
 def event(i: int, type_: str = ev.PROJECT_STATUS_CHANGED) -> Event:

@@ -9,7 +9,6 @@ aiohttp server whose answers the test switches between 200 and 503.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ from bot.config import Config
 from bot.runtime import Runtime, RuntimeOptions
 from bot.settings import Settings
 from storage.postgres import PostgresStore
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -83,12 +83,8 @@ def fleet_config(base: str, names: list[str] = FLEET) -> Config:
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> float:
-    started = time.monotonic()
-    async with asyncio.timeout(timeout):
-        while True:  # the state lives in the database: nothing to wait on but a poll
-            if await check():
-                return time.monotonic() - started
-            await asyncio.sleep(0.02)
+    """Poll the database (the state lives there); the seconds it took."""
+    return await eventually(check, "the database state", timeout, every=0.02)
 
 
 async def test_three_replicas_one_failing_project_and_a_takeover(
