@@ -34,14 +34,19 @@ from storage.postgres_sql import (
     PROBE_COLUMNS,
     SAMPLE_COLUMNS,
     SQL,
+    TIME,
     aware,
-    event_from_row,
-    incident_from_row,
     insert_events,
-    probe_from_row,
     probe_rows,
     sample_from_row,
     sample_rows,
+)
+from storage.rows import (
+    check_limit,
+    event_from_row,
+    incident_from_row,
+    open_incident_params,
+    probe_from_row,
 )
 
 TABLES = ("probes", "metric_samples", "events", "incidents")
@@ -142,8 +147,8 @@ class PostgresStore(
                 await mark_dirty(conn, ((r[0], r[2]) for r in rows))  # (project, ts)
 
     async def recent_probes(self, project: str, limit: int = 50) -> list[ProbeRecord]:
-        rows = await self._fetch(SQL.recent_probes, project, _limit(limit))
-        return [probe_from_row(r) for r in rows]
+        rows = await self._fetch(SQL.recent_probes, project, check_limit(limit))
+        return [probe_from_row(r, TIME) for r in rows]
 
     async def metric_series(self, project: str, metric: str, since: datetime) -> list[MetricSample]:
         rows = await self._fetch(SQL.metric_series, project, metric, aware(since))
@@ -156,8 +161,8 @@ class PostgresStore(
                 await insert_events(conn, events)
 
     async def unpublished_events(self, limit: int = 500) -> list[Event]:
-        rows = await self._fetch(SQL.unpublished_events, _limit(limit))
-        return [event_from_row(r) for r in rows]
+        rows = await self._fetch(SQL.unpublished_events, check_limit(limit))
+        return [event_from_row(r, TIME) for r in rows]
 
     async def mark_published(self, ids: Sequence[str]) -> None:
         if ids:
@@ -185,23 +190,13 @@ class PostgresStore(
         if since is not None:
             params.append(aware(since))
             where.append(f"ts >= ${len(params)}")
-        params.append(_limit(limit))
+        params.append(check_limit(limit))
         rows = await self._fetch(SQL.list_events(where, f"${len(params)}"), *params)
-        return [event_from_row(r) for r in reversed(rows)]
+        return [event_from_row(r, TIME) for r in reversed(rows)]
 
     # -- incidents ---------------------------------------------------------------------
     async def open_incident(self, incident: Incident, event_for: EventFor) -> Incident | None:
-        if incident.state != "open" or incident.resolved_at is not None:
-            raise ValueError("open_incident takes an open incident (state='open', unresolved)")
-        params = (
-            incident.id,
-            incident.fingerprint,
-            incident.project,
-            incident.condition,
-            incident.severity,
-            incident.summary,
-            aware(incident.opened_at),
-        )
+        params = open_incident_params(incident, aware)
         # The partial unique index decides; ON CONFLICT ... DO NOTHING returns no row.
         return await self._change_incident(SQL.open_incident, params, event_for)
 
@@ -219,7 +214,7 @@ class PostgresStore(
 
     async def get_open_incident(self, fingerprint: str) -> Incident | None:
         rows = await self._fetch(SQL.get_open_incident, fingerprint)
-        return incident_from_row(rows[0]) if rows else None
+        return incident_from_row(rows[0], TIME) if rows else None
 
     async def list_incidents(
         self, *, project: str | None = None, open_only: bool = False, limit: int = 100
@@ -231,9 +226,9 @@ class PostgresStore(
             where.append(f"project = ${len(params)}")
         if open_only:
             where.append("state = 'open'")
-        params.append(_limit(limit))
+        params.append(check_limit(limit))
         rows = await self._fetch(SQL.list_incidents(where, f"${len(params)}"), *params)
-        return [incident_from_row(r) for r in rows]
+        return [incident_from_row(r, TIME) for r in rows]
 
     async def claim_event(self, role: str, event_id: str) -> bool:
         async with self._acquire() as conn:
@@ -272,9 +267,9 @@ class PostgresStore(
         if types is not None:
             params.append(list(types))
             where.append(f"e.type = ANY(${len(params)}::text[])")
-        params.append(_limit(limit))
+        params.append(check_limit(limit))
         rows = await self._fetch(SQL.unclaimed_events(where, f"${len(params)}"), *params)
-        return [event_from_row(r) for r in rows]
+        return [event_from_row(r, TIME) for r in rows]
 
     async def count_rows(self) -> dict[str, int]:
         rows = await self._fetch(SQL.count_rows)
@@ -291,7 +286,7 @@ class PostgresStore(
             row = await conn.fetchrow(sql, *params)
             if row is None:
                 return None
-            stored = incident_from_row(row)
+            stored = incident_from_row(row, TIME)
             await insert_events(conn, [event_for(stored)])  # last: see insert_events
         return stored
 
@@ -313,11 +308,3 @@ async def _copy(
 ) -> None:
     # One COPY per batch: about twice the rate of INSERT ... unnest (DESIGN §9).
     await conn.copy_records_to_table(table, records=rows, columns=list(columns))
-
-
-def _limit(limit: int) -> int:
-    # PostgreSQL rejects a negative LIMIT with its own error; refuse it the same way SQLite
-    # does (ValueError) before any round trip.
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    return limit

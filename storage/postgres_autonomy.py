@@ -54,7 +54,8 @@ from storage.autonomy_store import (
     four_eyes_guard,
     loser_outcome,
 )
-from storage.postgres_sql import as_utc, aware, insert_events, opt_utc
+from storage.postgres_sql import TIME, as_utc, aware, insert_events
+from storage.rows import approval_from_row, check_limit
 
 _APPROVAL = ("id, action_id, project, action, requested_by, reason, state, expires_at,"
              " created_at, decided_by, decided_at")  # fmt: skip
@@ -89,12 +90,6 @@ _SET_ACTION_STATE = "UPDATE actions SET state = $2 WHERE id = ANY($1::text[])"
 _INSERT_AUDIT = f"""
     INSERT INTO audit_log (at, {_AUDIT})
     VALUES (now(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"""
-
-
-def _approval(row: Any) -> Approval:
-    id_, action_id, project, action, by, reason, state, expires, created, dby, dat = row[:11]
-    return Approval(id_, action_id, project, action, by, reason, state, as_utc(expires),
-                    as_utc(created), dby, opt_utc(dat))  # fmt: skip
 
 
 def json_text(value: dict[str, Any]) -> str:
@@ -135,7 +130,7 @@ class PostgresAutonomy:
             )
             check_request(None if found is None else (found[0], found[1]),
                           action_id, project, action, pending is not None)  # fmt: skip
-            approval = _approval(await conn.fetchrow(_INSERT_APPROVAL, *args, ttl))
+            approval = approval_from_row(await conn.fetchrow(_INSERT_APPROVAL, *args, ttl), TIME)
             await conn.execute(_SET_ACTION_STATE, [action_id], AWAITING_APPROVAL)
             await insert_events(conn, [event_for(approval)])
         return approval
@@ -156,14 +151,16 @@ class PostgresAutonomy:
             row = await conn.fetchrow(_DECIDE, approval_id, decision, by, guard)
             changed = row is not None
             outcome: Outcome = "won"
-            approval = None if row is None else _approval(row)
+            approval = None if row is None else approval_from_row(row, TIME)
             if not changed:  # lost: say why, from the row locked as it is now
                 found = await conn.fetchrow(_LOCK_APPROVAL, approval_id)
-                approval = None if found is None else _approval(found)
+                approval = None if found is None else approval_from_row(found, TIME)
                 outcome = loser_outcome(approval, found is not None and found[11])
                 if outcome == "expired" and approval is not None and approval.state == "pending":
                     # Found past its deadline before the sweep: expire it here, once.
-                    approval = _approval(await conn.fetchrow(_EXPIRE_ONE, approval_id))
+                    approval = approval_from_row(
+                        await conn.fetchrow(_EXPIRE_ONE, approval_id), TIME
+                    )
                     changed = True
             entry = click_audit(approval, approval_id, decision, by, actor_kind, outcome)
             await conn.execute(_INSERT_AUDIT, *_audit_args(entry))
@@ -179,7 +176,9 @@ class PostgresAutonomy:
         at = None if now is None else aware(now)
         async with self.transaction() as conn:
             rows = await conn.fetch(_EXPIRE_DUE, at)
-            expired = sorted((_approval(r) for r in rows), key=lambda a: (a.expires_at, a.id))
+            expired = sorted(
+                (approval_from_row(r, TIME) for r in rows), key=lambda a: (a.expires_at, a.id)
+            )
             if expired:
                 ids = [a.action_id for a in expired]
                 await conn.execute(_SET_ACTION_STATE, ids, ACTION_STATE["expired"])
@@ -193,7 +192,7 @@ class PostgresAutonomy:
         rows = await self._auto_fetch(
             f"SELECT {_APPROVAL} FROM approvals WHERE id = $1", approval_id
         )
-        return next((_approval(r) for r in rows), None)
+        return next((approval_from_row(r, TIME) for r in rows), None)
 
     async def pending_approvals(self, project: str | None = None) -> list[Approval]:
         rows = await self._auto_fetch(
@@ -201,7 +200,7 @@ class PostgresAutonomy:
             " AND ($1::text IS NULL OR project = $1) ORDER BY created_at, seq",
             project,
         )
-        return [_approval(r) for r in rows]
+        return [approval_from_row(r, TIME) for r in rows]
 
     # -- audit log ---------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> int:
@@ -213,8 +212,7 @@ class PostgresAutonomy:
     async def list_audit(
         self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[AuditRecord]:
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         rows = await self._auto_fetch(
             f"SELECT id, at, {_AUDIT} FROM audit_log WHERE ($1::text IS NULL OR project = $1)"
             " AND ($2::timestamptz IS NULL OR at >= $2) ORDER BY id DESC LIMIT $3",

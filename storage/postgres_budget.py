@@ -10,7 +10,6 @@ an operator's restart is never missed by a count running beside it.
 
 from __future__ import annotations
 
-import json
 import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import astuple
@@ -29,7 +28,8 @@ from storage.budget_store import (
     check_seconds,
 )
 from storage.postgres_autonomy import SECONDS, json_text
-from storage.postgres_sql import as_utc, aware, insert_events, opt_utc
+from storage.postgres_sql import TIME, aware, insert_events
+from storage.rows import analysis_from_row, suspension_from_row
 
 _SUSPENSION = "project, reason, suspended_by, since, until"
 _ANALYSIS = ("id, created_at, incident_id, project, engine, diagnosis, recommended_action,"
@@ -57,17 +57,6 @@ _INSERT_ANALYSIS = f"""
     INSERT INTO analyses ({_ANALYSIS})
     VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
     RETURNING {_ANALYSIS}"""
-
-
-def _suspension(row: Any) -> Suspension:
-    project, reason, by, since, until = row
-    return Suspension(project, reason, by, as_utc(since), opt_utc(until))
-
-
-def _analysis(row: Any) -> Analysis:
-    id_, created, *fields = row
-    fields[7] = json.loads(fields[7])  # payload
-    return Analysis(id_, as_utc(created), NewAnalysis(*fields))
 
 
 class PostgresBudget:
@@ -121,7 +110,9 @@ class PostgresBudget:
     ) -> Suspension:
         until_s = None if for_s is None else check_seconds("for_s", for_s)
         async with self.transaction() as conn:
-            suspension = _suspension(await conn.fetchrow(_SUSPEND, project, reason, by, until_s))
+            suspension = suspension_from_row(
+                await conn.fetchrow(_SUSPEND, project, reason, by, until_s), TIME
+            )
             await insert_events(conn, [event_for(suspension)])
         return suspension
 
@@ -130,7 +121,7 @@ class PostgresBudget:
             f"DELETE FROM remediation_suspensions WHERE project = $1 RETURNING {_SUSPENSION}",
             project,
         )
-        return next((_suspension(r) for r in rows), None)
+        return next((suspension_from_row(r, TIME) for r in rows), None)
 
     async def remediation_suspended(
         self, project: str, at: datetime | None = None
@@ -141,7 +132,7 @@ class PostgresBudget:
             project,
             None if at is None else aware(at),
         )
-        return next((_suspension(r) for r in rows), None)
+        return next((suspension_from_row(r, TIME) for r in rows), None)
 
     # -- analyses ----------------------------------------------------------------------
     async def record_analysis(self, new: NewAnalysis, event_for: AnalysisEventFor) -> Analysis:
@@ -150,7 +141,7 @@ class PostgresBudget:
         fields[7] = json_text(new.payload)
         async with self.transaction() as conn:
             row = await conn.fetchrow(_INSERT_ANALYSIS, uuid.uuid4().hex, *fields)
-            analysis = _analysis(row)
+            analysis = analysis_from_row(row, TIME)
             await insert_events(conn, [event_for(analysis)])
         return analysis
 
@@ -159,7 +150,7 @@ class PostgresBudget:
             f"SELECT {_ANALYSIS} FROM analyses WHERE incident_id = $1 ORDER BY created_at, seq",
             incident_id,
         )
-        return [_analysis(r) for r in rows]
+        return [analysis_from_row(r, TIME) for r in rows]
 
     async def tokens_used_since(self, since: datetime, *, incident_id: str | None = None) -> int:
         rows = await self._budget_fetch(

@@ -39,14 +39,8 @@ from storage.operations_store import (
     check_ref,
     is_id_prefix,
 )
-from storage.postgres_sql import (
-    INCIDENT_COLUMNS,
-    as_utc,
-    aware,
-    incident_from_row,
-    insert_events,
-    opt_utc,
-)
+from storage.postgres_sql import INCIDENT_COLUMNS, TIME, as_utc, aware, insert_events
+from storage.rows import action_from_row, check_limit, incident_from_row, silence_from_row
 
 _SILENCE = "id, project, starts_at, ends_at, reason, created_by, ended_at, ended_by"
 _ACTION = "id, project, action, requested_by, reason, state, needs_approval, created_at"
@@ -84,17 +78,6 @@ _INSERT_ACTION = f"""
     VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING {_ACTION}"""
 
 
-def _silence(row: Any) -> Silence:
-    id_, project, starts, ends, reason, by, ended, ended_by = row
-    return Silence(id_, project, as_utc(starts), as_utc(ends), reason, by,
-                   opt_utc(ended), ended_by)  # fmt: skip
-
-
-def _action(row: Any) -> ActionRequest:
-    id_, project, action, by, reason, state, needs, created = row
-    return ActionRequest(id_, project, action, by, reason, state, needs, as_utc(created))
-
-
 class PostgresOperations:
     if TYPE_CHECKING:  # provided by PostgresStore
 
@@ -113,7 +96,7 @@ class PostgresOperations:
                 raise ValueError("a silence must end in the future")
             await conn.execute(_CLOSE_OPEN, project, by)
             row = await conn.fetchrow(_INSERT_SILENCE, uuid.uuid4().hex, project, until, reason, by)
-            silence = _silence(row)
+            silence = silence_from_row(row, TIME)
             await insert_events(conn, [event_for(silence)])
         return silence
 
@@ -125,7 +108,7 @@ class PostgresOperations:
             row = await conn.fetchrow(_END_SILENCE, project, by)
             if row is None:
                 return None
-            silence = _silence(row)
+            silence = silence_from_row(row, TIME)
             await insert_events(conn, [event_for(silence)])
         return silence
 
@@ -136,14 +119,14 @@ class PostgresOperations:
             _at(at),
             project,
         )
-        return next((_silence(r) for r in rows), None)
+        return next((silence_from_row(r, TIME) for r in rows), None)
 
     async def active_silences(self, at: datetime | None = None) -> list[Silence]:
         rows = await self._op_fetch(
             f"SELECT {_SILENCE} FROM silences WHERE {_ACTIVE} ORDER BY project, starts_at",
             _at(at),
         )
-        return [_silence(r) for r in rows]
+        return [silence_from_row(r, TIME) for r in rows]
 
     # -- acknowledgement ---------------------------------------------------------------
     async def ack_incident(
@@ -158,8 +141,8 @@ class PostgresOperations:
             if not first["exact"] and len(found) > 1:  # prefixes only, more than one
                 raise AmbiguousIncident(ref, [r["id"] for r in found])
             if first["acked_by"] == by:  # already theirs: nothing new to announce
-                return incident_from_row(tuple(first)[:-2])
-            incident = incident_from_row(await conn.fetchrow(_ACK, first["id"], by, when))
+                return incident_from_row(tuple(first)[:-2], TIME)
+            incident = incident_from_row(await conn.fetchrow(_ACK, first["id"], by, when), TIME)
             await insert_events(conn, [event_for(incident)])
         return incident
 
@@ -185,26 +168,27 @@ class PostgresOperations:
     ) -> ActionRequest:
         args = (uuid.uuid4().hex, project, action, requested_by, reason, REQUESTED)
         async with self.transaction() as conn:
-            request = _action(await conn.fetchrow(_INSERT_ACTION, *args, bool(needs_approval)))
+            request = action_from_row(
+                await conn.fetchrow(_INSERT_ACTION, *args, bool(needs_approval)), TIME
+            )
             await insert_events(conn, [event_for(request)])
         return request
 
     async def get_action(self, action_id: str) -> ActionRequest | None:
         rows = await self._op_fetch(f"SELECT {_ACTION} FROM actions WHERE id = $1", action_id)
-        return next((_action(r) for r in rows), None)
+        return next((action_from_row(r, TIME) for r in rows), None)
 
     async def list_actions(
         self, *, project: str | None = None, limit: int = 100
     ) -> list[ActionRequest]:
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         rows = await self._op_fetch(
             f"SELECT {_ACTION} FROM actions WHERE ($1::text IS NULL OR project = $1)"
             " ORDER BY created_at DESC, seq DESC LIMIT $2",
             project,
             limit,
         )
-        return [_action(r) for r in rows]
+        return [action_from_row(r, TIME) for r in rows]
 
     # -- plumbing ----------------------------------------------------------------------
     async def _op_fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from storage.base import MetricHour, ProbeHour
+from storage.postgres_sql import TIME
 from storage.rollups import (
     HOUR,
     add_totals,
@@ -36,6 +37,7 @@ from storage.rollups import (
     scan_from,
     uptime_percent,
 )
+from storage.rows import metric_hour_from_row, probe_hour_from_row
 
 _H = "interval '1 hour'"
 _US = "* 1000000)::bigint"  # completes "(extract(epoch FROM <interval>) "
@@ -284,10 +286,7 @@ class PostgresRollups:
             check_aware(since),
             check_aware(until),
         )
-        return [
-            ProbeHour(r[0], _utc(r[1]), r[2], r[3], r[4] / 1e6, r[5] / 1e6, r[6], r[7])
-            for r in rows
-        ]
+        return [probe_hour_from_row(r, TIME) for r in rows]
 
     async def metric_hours(
         self, project: str, metric: str, since: datetime, until: datetime
@@ -300,7 +299,7 @@ class PostgresRollups:
             check_aware(since),
             check_aware(until),
         )
-        return [MetricHour(r[0], r[1], _utc(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+        return [metric_hour_from_row(r, TIME) for r in rows]
 
     async def _rows(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         async with self._acquire() as conn:
@@ -335,7 +334,3 @@ async def _kept(conn: asyncpg.Connection) -> datetime:
 
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])  # "DELETE 42"
-
-
-def _utc(dt: datetime) -> datetime:
-    return dt.astimezone(UTC)

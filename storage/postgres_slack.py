@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from storage.postgres_sql import as_utc, aware, opt_utc
+from storage.postgres_sql import TIME, aware, opt_utc
+from storage.rows import check_limit, slack_row_from_row, slack_storm_from_rows
 from storage.slack_store import (
     READY_SQL,
     STORM_AFTER,
@@ -32,6 +33,8 @@ from storage.slack_store import (
     SlackCard,
     SlackOutboxRow,
     SlackStorm,
+    check_done_state,
+    check_enqueue,
     storm_folds,
 )
 
@@ -78,8 +81,7 @@ class PostgresSlack:
         storm_after: int = STORM_AFTER,
         storm_window_s: float = STORM_WINDOW_S,
     ) -> int:
-        if any(m.kind == "storm" for m in messages):
-            raise ValueError("storm rows are queued by the store itself")
+        check_enqueue(messages)
         if not messages:
             return 0
         channels = sorted({m.channel for m in messages})
@@ -114,7 +116,7 @@ class PostgresSlack:
             held = [r[0] for r in await conn.fetch(_CLAIM_CHANNELS, owner, limit, float(hold_s))]
             if not held:
                 return []
-            heads = [_row(r) for r in await conn.fetch(_HEADS, held)]
+            heads = [slack_row_from_row(r, TIME) for r in await conn.fetch(_HEADS, held)]
             idle = sorted(set(held) - {h.channel for h in heads})
             if idle:  # nothing due after all (raced with a defer): do not keep them
                 await conn.execute(
@@ -166,8 +168,7 @@ class PostgresSlack:
     async def slack_mark_done(
         self, row_id: int, owner: str, *, state: str, error: str | None = None
     ) -> None:
-        if state not in ("failed", "folded"):
-            raise ValueError(f"slack_mark_done takes failed or folded, not {state!r}")
+        check_done_state(state)
         async with self.transaction() as conn:
             channel = await conn.fetchval(
                 "UPDATE slack_outbox SET state = $2, last_error = $3, attempts = attempts + 1"
@@ -222,9 +223,7 @@ class PostgresSlack:
             )
         if storm is None:
             return None
-        lines = tuple(json.loads(m[0]).get("line", {}) for m in members)
-        sid, channel, posted_channel, ts = storm
-        return SlackStorm(sid, channel, posted_channel, ts, lines)
+        return slack_storm_from_rows(storm, members)
 
     async def slack_thread_count(self, incident_id: str) -> int:
         async with self._acquire() as conn:
@@ -246,8 +245,7 @@ class PostgresSlack:
     async def slack_rows(
         self, *, channel: str | None = None, state: str | None = None, limit: int = 1000
     ) -> list[SlackOutboxRow]:
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         async with self._acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT {_COLUMNS} FROM slack_outbox o"
@@ -257,7 +255,7 @@ class PostgresSlack:
                 state,
                 limit,
             )
-        return [_row(r) for r in rows]
+        return [slack_row_from_row(r, TIME) for r in rows]
 
 
 async def _queue_card(conn: asyncpg.Connection, args: list[Any], after: int, window: float) -> int:
@@ -310,12 +308,3 @@ async def _queue_card(conn: asyncpg.Connection, args: list[Any], after: int, win
             storm_args = [channel, "storm", None, storm_id, f"storm:{storm_id}:{row_id}", "{}"]
             await conn.fetchval(_INSERT, *storm_args, "pending", args[7])
     return 1
-
-
-def _row(r: Any) -> SlackOutboxRow:
-    return SlackOutboxRow(
-        id=r[0], channel=r[1], kind=r[2], dedupe_key=r[3], payload=json.loads(r[4]),
-        incident_id=r[5], storm_id=r[6], state=r[7], attempts=r[8], order_at=as_utc(r[9]),
-        not_before=as_utc(r[10]), created=as_utc(r[11]), sent_at=opt_utc(r[12]), ts=r[13],
-        last_error=r[14],
-    )  # fmt: skip

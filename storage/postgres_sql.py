@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 
 from agents.events import Event
-from storage.base import Incident, MetricSample, ProbeRecord
+from storage.base import MetricSample, ProbeRecord
+from storage.rows import TimeCodec
 
 # Key class of the advisory lock that serialises event-inserting transactions (the second
 # key is the events table's oid, so separate orch schemas in one database do not contend).
@@ -38,6 +39,10 @@ def opt_utc(dt: datetime | None) -> datetime | None:
     return None if dt is None else as_utc(dt)
 
 
+# Decodes this store's instants for the shared row decoders of ``storage.rows``.
+TIME = TimeCodec(as_utc)
+
+
 # -- probes and samples ----------------------------------------------------------------
 
 PROBE_COLUMNS = ("project", "ts", "level", "latency_ms", "reason", "http_status", "probe")
@@ -56,11 +61,6 @@ def probe_rows(probes: Sequence[ProbeRecord]) -> list[tuple[Any, ...]]:
     for row in rows:
         aware(row[1])
     return rows
-
-
-def probe_from_row(row: Any) -> ProbeRecord:
-    project, ts, level, latency_ms, reason, http_status, probe = row
-    return ProbeRecord(project, as_utc(ts), level, latency_ms, reason, http_status, probe)
 
 
 def sample_rows(samples: Sequence[MetricSample]) -> list[tuple[Any, ...]]:
@@ -84,19 +84,6 @@ EVENT_COLUMNS = "id, type, ts, source, project, incident_id, payload"
 def event_row(e: Event) -> tuple[Any, ...]:
     payload = json.dumps(e.payload, separators=(",", ":"), ensure_ascii=False)
     return (e.id, e.type, aware(e.ts), e.source, e.project, e.incident_id, payload)
-
-
-def event_from_row(row: Any) -> Event:
-    event_id, type_, ts, source, project, incident_id, payload = row
-    return Event(
-        id=event_id,
-        type=type_,
-        ts=as_utc(ts),
-        source=source,
-        project=project,
-        incident_id=incident_id,
-        payload=json.loads(payload),
-    )
 
 
 async def insert_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
@@ -127,22 +114,6 @@ INCIDENT_COLUMNS = (
     "id, fingerprint, project, condition, severity, summary, state, "
     "opened_at, resolved_at, duration_s"
 )
-
-
-def incident_from_row(row: Any) -> Incident:
-    (id_, fingerprint, project, condition, severity, summary, state, opened, resolved, dur) = row
-    return Incident(
-        id=id_,
-        fingerprint=fingerprint,
-        project=project,
-        condition=condition,
-        severity=severity,
-        summary=summary,
-        opened_at=as_utc(opened),
-        state=state,
-        resolved_at=opt_utc(resolved),
-        duration_s=dur,
-    )
 
 
 # -- statements ------------------------------------------------------------------------

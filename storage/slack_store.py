@@ -196,3 +196,13 @@ def storm_folds(recent_cards: int, storm_after: int) -> bool:
     """The folding rule both stores apply: fold when ``storm_after`` or more cards were
     already queued for the channel inside the window."""
     return storm_after > 0 and recent_cards >= storm_after
+
+
+def check_enqueue(messages: Sequence[NewSlackMessage]) -> None:
+    if any(m.kind == "storm" for m in messages):
+        raise ValueError("storm rows are queued by the store itself")
+
+
+def check_done_state(state: str) -> None:
+    if state not in ("failed", "folded"):
+        raise ValueError(f"slack_mark_done takes failed or folded, not {state!r}")

@@ -26,15 +26,20 @@ from agents.clock import Clock, SystemClock
 from agents.events import Event
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord
 from storage.migrate import load_migrations, pending
+from storage.rows import (
+    check_limit,
+    event_from_row,
+    incident_from_row,
+    open_incident_params,
+    probe_from_row,
+)
 from storage.sqlite_autonomy import SQLiteAutonomy
 from storage.sqlite_budget import SQLiteBudget
 from storage.sqlite_codec import (
     EVENT_COLUMNS,
     SQL,
-    event_from_row,
+    TIME,
     event_row,
-    incident_from_row,
-    probe_from_row,
     probe_row,
     sample_from_row,
     sample_row,
@@ -146,8 +151,8 @@ class SQLiteStore(
                 await mark_dirty(tx, ((r[0], r[2]) for r in rows))  # (project, ts_us)
 
     async def recent_probes(self, project: str, limit: int = 50) -> list[ProbeRecord]:
-        rows = await self._fetch(SQL.recent_probes, (project, _limit(limit)))
-        return [probe_from_row(r) for r in rows]
+        rows = await self._fetch(SQL.recent_probes, (project, check_limit(limit)))
+        return [probe_from_row(r, TIME) for r in rows]
 
     async def metric_series(self, project: str, metric: str, since: datetime) -> list[MetricSample]:
         rows = await self._fetch(SQL.metric_series, (project, metric, to_us(since)))
@@ -161,8 +166,8 @@ class SQLiteStore(
                 await tx.executemany(SQL.insert_event, rows)
 
     async def unpublished_events(self, limit: int = 500) -> list[Event]:
-        rows = await self._fetch(SQL.unpublished_events, (_limit(limit),))
-        return [event_from_row(r) for r in rows]
+        rows = await self._fetch(SQL.unpublished_events, (check_limit(limit),))
+        return [event_from_row(r, TIME) for r in rows]
 
     async def mark_published(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -192,22 +197,12 @@ class SQLiteStore(
         if since is not None:
             where.append("ts_us >= ?")
             params.append(to_us(since))
-        rows = await self._fetch(SQL.list_events(where), (*params, _limit(limit)))
-        return [event_from_row(r) for r in reversed(list(rows))]
+        rows = await self._fetch(SQL.list_events(where), (*params, check_limit(limit)))
+        return [event_from_row(r, TIME) for r in reversed(list(rows))]
 
     # -- incidents ---------------------------------------------------------------------
     async def open_incident(self, incident: Incident, event_for: EventFor) -> Incident | None:
-        if incident.state != "open" or incident.resolved_at is not None:
-            raise ValueError("open_incident takes an open incident (state='open', unresolved)")
-        params = (
-            incident.id,
-            incident.fingerprint,
-            incident.project,
-            incident.condition,
-            incident.severity,
-            incident.summary,
-            to_us(incident.opened_at),
-        )
+        params = open_incident_params(incident, to_us)
         # The partial unique index decides; ON CONFLICT ... DO NOTHING returns no row.
         return await self._change_incident(SQL.open_incident, params, event_for)
 
@@ -225,7 +220,7 @@ class SQLiteStore(
 
     async def get_open_incident(self, fingerprint: str) -> Incident | None:
         rows = list(await self._fetch(SQL.get_open_incident, (fingerprint,)))
-        return incident_from_row(rows[0]) if rows else None
+        return incident_from_row(rows[0], TIME) if rows else None
 
     async def list_incidents(
         self, *, project: str | None = None, open_only: bool = False, limit: int = 100
@@ -237,8 +232,8 @@ class SQLiteStore(
             params.append(project)
         if open_only:
             where.append("state = 'open'")
-        rows = await self._fetch(SQL.list_incidents(where), (*params, _limit(limit)))
-        return [incident_from_row(r) for r in rows]
+        rows = await self._fetch(SQL.list_incidents(where), (*params, check_limit(limit)))
+        return [incident_from_row(r, TIME) for r in rows]
 
     async def claim_event(self, role: str, event_id: str) -> bool:
         async with self._transaction() as tx:
@@ -311,9 +306,9 @@ class SQLiteStore(
             f"SELECT {columns} FROM events e WHERE {' AND '.join(where)}"
             " AND NOT EXISTS (SELECT 1 FROM consumed_events c"
             " WHERE c.role = ? AND c.event_id = e.id) ORDER BY e.seq LIMIT ?",
-            (*params, role, _limit(limit)),
+            (*params, role, check_limit(limit)),
         )
-        return [event_from_row(r) for r in rows]
+        return [event_from_row(r, TIME) for r in rows]
 
     async def count_rows(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -333,7 +328,7 @@ class SQLiteStore(
             rows = list(await tx.execute_fetchall(sql, params))
             if not rows:
                 return None
-            stored = incident_from_row(rows[0])
+            stored = incident_from_row(rows[0], TIME)
             await tx.executemany(SQL.insert_event, [event_row(event_for(stored))])
         return stored
 
@@ -364,11 +359,3 @@ class SQLiteStore(
                 with contextlib.suppress(sqlite3.OperationalError):  # no transaction left
                     await db.execute("ROLLBACK")
                 raise
-
-
-def _limit(limit: int) -> int:
-    # SQLite reads a negative LIMIT as "no limit"; PostgreSQL rejects it.  Refuse it here
-    # so a caller's bug is an error on both backends, not an unbounded read on one.
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    return limit

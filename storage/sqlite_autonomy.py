@@ -41,7 +41,8 @@ from storage.autonomy_store import (
     four_eyes_guard,
     loser_outcome,
 )
-from storage.sqlite_codec import SQL, event_row, from_us, opt_from_us, to_us
+from storage.rows import approval_from_row, check_limit
+from storage.sqlite_codec import SQL, TIME, event_row, from_us, to_us
 
 _APPROVAL = ("id, action_id, project, action, requested_by, reason, state, expires_at_us,"
              " created_at_us, decided_by, decided_at_us")  # fmt: skip
@@ -70,12 +71,6 @@ _INSERT_AUDIT = f"""
     VALUES (:now, :actor, :actor_kind, :action, :decision, :project, :reason, :outcome,
             :approval_id, :action_id, :details)
     RETURNING id"""
-
-
-def _approval(row: Any) -> Approval:
-    id_, action_id, project, action, by, reason, state, expires, created, dby, dat = row
-    return Approval(id_, action_id, project, action, by, reason, state, from_us(expires),
-                    from_us(created), dby, opt_from_us(dat))  # fmt: skip
 
 
 def json_text(value: dict[str, Any]) -> str:
@@ -114,7 +109,7 @@ class SQLiteAutonomy:
                 params,
             )
             check_request(found, action_id, project, action, pending is not None)
-            approval = _approval(await fetch_one(tx, _INSERT_APPROVAL, params))
+            approval = approval_from_row(await fetch_one(tx, _INSERT_APPROVAL, params), TIME)
             await _set_action_state(tx, action_id, AWAITING_APPROVAL)
             await append_events(tx, [event_for(approval)])
         return approval
@@ -137,15 +132,15 @@ class SQLiteAutonomy:
             row = await fetch_one(tx, _DECIDE, params)
             changed = row is not None
             outcome: Outcome = "won"
-            approval = None if row is None else _approval(row)
+            approval = None if row is None else approval_from_row(row, TIME)
             if not changed:  # lost: say why, from the row as it is now
                 found = await fetch_one(tx, _GET, params)
-                approval = None if found is None else _approval(found)
+                approval = None if found is None else approval_from_row(found, TIME)
                 due = approval is not None and to_us(approval.expires_at) <= now
                 outcome = loser_outcome(approval, due)
                 if outcome == "expired" and approval is not None and approval.state == "pending":
                     # Found past its deadline before the sweep: expire it here, once.
-                    approval = _approval(await fetch_one(tx, _EXPIRE, params))
+                    approval = approval_from_row(await fetch_one(tx, _EXPIRE, params), TIME)
                     changed = True
             entry = click_audit(approval, approval_id, decision, by, actor_kind, outcome)
             await _insert_audit(tx, entry, now)
@@ -160,7 +155,9 @@ class SQLiteAutonomy:
         at = self._auto_now() if now is None else to_us(now)
         async with self._transaction() as tx:
             rows = await tx.execute_fetchall(_EXPIRE, {"now": at, "id": None})
-            expired = sorted((_approval(r) for r in rows), key=lambda a: (a.expires_at, a.id))
+            expired = sorted(
+                (approval_from_row(r, TIME) for r in rows), key=lambda a: (a.expires_at, a.id)
+            )
             for approval in expired:
                 await _set_action_state(tx, approval.action_id, ACTION_STATE["expired"])
                 await _insert_audit(tx, expiry_audit(approval), at)
@@ -169,7 +166,7 @@ class SQLiteAutonomy:
 
     async def get_approval(self, approval_id: str) -> Approval | None:
         rows = await self._auto_read(_GET, {"id": approval_id})
-        return next((_approval(r) for r in rows), None)
+        return next((approval_from_row(r, TIME) for r in rows), None)
 
     async def pending_approvals(self, project: str | None = None) -> list[Approval]:
         rows = await self._auto_read(
@@ -177,7 +174,7 @@ class SQLiteAutonomy:
             " AND (:project IS NULL OR project = :project) ORDER BY created_at_us, rowid",
             {"now": self._auto_now(), "project": project},
         )
-        return [_approval(r) for r in rows]
+        return [approval_from_row(r, TIME) for r in rows]
 
     # -- audit log ---------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> int:
@@ -187,8 +184,7 @@ class SQLiteAutonomy:
     async def list_audit(
         self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[AuditRecord]:
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         rows = await self._auto_read(
             f"SELECT id, at_us, {_AUDIT} FROM audit_log"
             " WHERE (:project IS NULL OR project = :project)"

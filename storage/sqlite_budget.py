@@ -8,7 +8,6 @@ injected clock.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Iterable
@@ -29,8 +28,9 @@ from storage.budget_store import (
     check_analysis,
     check_seconds,
 )
+from storage.rows import analysis_from_row, suspension_from_row
 from storage.sqlite_autonomy import append_events, fetch_one, json_text, seconds_us
-from storage.sqlite_codec import from_us, opt_from_us, to_us
+from storage.sqlite_codec import TIME, to_us
 
 _SUSPENSION = "project, reason, suspended_by, since_us, until_us"
 _ANALYSIS = ("id, created_at_us, incident_id, project, engine, diagnosis, recommended_action,"
@@ -55,17 +55,6 @@ _INSERT_ANALYSIS = f"""
             :confidence, :risk, :payload, :input_tokens, :output_tokens, :latency_ms,
             :cost_usd, :requested_by)
     RETURNING {_ANALYSIS}"""
-
-
-def _suspension(row: Any) -> Suspension:
-    project, reason, by, since, until = row
-    return Suspension(project, reason, by, from_us(since), opt_from_us(until))
-
-
-def _analysis(row: Any) -> Analysis:
-    id_, created, *fields = row
-    fields[7] = json.loads(fields[7])  # payload
-    return Analysis(id_, from_us(created), NewAnalysis(*fields))
 
 
 class SQLiteBudget:
@@ -123,7 +112,7 @@ class SQLiteBudget:
         until = None if for_s is None else now + seconds_us(check_seconds("for_s", for_s))
         params = {"project": project, "reason": reason, "by": by, "now": now, "until": until}
         async with self._transaction() as tx:
-            suspension = _suspension(await fetch_one(tx, _SUSPEND, params))
+            suspension = suspension_from_row(await fetch_one(tx, _SUSPEND, params), TIME)
             await append_events(tx, [event_for(suspension)])
         return suspension
 
@@ -135,7 +124,7 @@ class SQLiteBudget:
                 f" RETURNING {_SUSPENSION}",
                 {"project": project},
             )
-        return None if row is None else _suspension(row)
+        return None if row is None else suspension_from_row(row, TIME)
 
     async def remediation_suspended(
         self, project: str, at: datetime | None = None
@@ -145,7 +134,7 @@ class SQLiteBudget:
             " AND since_us <= :at AND (until_us IS NULL OR until_us > :at)",
             {"project": project, "at": self._budget_now() if at is None else to_us(at)},
         )
-        return next((_suspension(r) for r in rows), None)
+        return next((suspension_from_row(r, TIME) for r in rows), None)
 
     # -- analyses ----------------------------------------------------------------------
     async def record_analysis(self, new: NewAnalysis, event_for: AnalysisEventFor) -> Analysis:
@@ -156,7 +145,7 @@ class SQLiteBudget:
             "payload": json_text(new.payload),
         }
         async with self._transaction() as tx:
-            analysis = _analysis(await fetch_one(tx, _INSERT_ANALYSIS, params))
+            analysis = analysis_from_row(await fetch_one(tx, _INSERT_ANALYSIS, params), TIME)
             await append_events(tx, [event_for(analysis)])
         return analysis
 
@@ -166,7 +155,7 @@ class SQLiteBudget:
             " ORDER BY created_at_us, rowid",
             {"id": incident_id},
         )
-        return [_analysis(r) for r in rows]
+        return [analysis_from_row(r, TIME) for r in rows]
 
     async def tokens_used_since(self, since: datetime, *, incident_id: str | None = None) -> int:
         rows = await self._budget_read(

@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agents.events import Event
-from storage.base import Incident, MetricSample, ProbeRecord
+from storage.base import MetricSample, ProbeRecord
+from storage.rows import TimeCodec
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -37,6 +38,10 @@ def opt_from_us(us: int | None) -> datetime | None:
     return None if us is None else from_us(us)
 
 
+# Decodes this store's instants for the shared row decoders of ``storage.rows``.
+TIME = TimeCodec(from_us)
+
+
 # -- probes and samples ----------------------------------------------------------------
 
 PROBE_COLUMNS = "project, ts_us, level, latency_ms, reason, http_status, probe"
@@ -44,11 +49,6 @@ PROBE_COLUMNS = "project, ts_us, level, latency_ms, reason, http_status, probe"
 
 def probe_row(p: ProbeRecord) -> tuple[Any, ...]:
     return (p.project, to_us(p.ts), p.level, p.latency_ms, p.reason, p.http_status, p.probe)
-
-
-def probe_from_row(row: Any) -> ProbeRecord:
-    project, ts_us, level, latency_ms, reason, http_status, probe = row
-    return ProbeRecord(project, from_us(ts_us), level, latency_ms, reason, http_status, probe)
 
 
 SAMPLE_COLUMNS = "project, metric, ts_us, value"
@@ -75,41 +75,12 @@ def event_row(e: Event) -> tuple[Any, ...]:
     return (e.id, e.type, to_us(e.ts), e.source, e.project, e.incident_id, payload)
 
 
-def event_from_row(row: Any) -> Event:
-    event_id, type_, ts_us, source, project, incident_id, payload = row
-    return Event(
-        id=event_id,
-        type=type_,
-        ts=from_us(ts_us),
-        source=source,
-        project=project,
-        incident_id=incident_id,
-        payload=json.loads(payload),
-    )
-
-
 # -- incidents -------------------------------------------------------------------------
 
 INCIDENT_COLUMNS = (
     "id, fingerprint, project, condition, severity, summary, state, "
     "opened_at_us, resolved_at_us, duration_s"
 )
-
-
-def incident_from_row(row: Any) -> Incident:
-    (id_, fingerprint, project, condition, severity, summary, state, opened, resolved, dur) = row
-    return Incident(
-        id=id_,
-        fingerprint=fingerprint,
-        project=project,
-        condition=condition,
-        severity=severity,
-        summary=summary,
-        opened_at=from_us(opened),
-        state=state,
-        resolved_at=opt_from_us(resolved),
-        duration_s=dur,
-    )
 
 
 # -- statements ------------------------------------------------------------------------

@@ -33,15 +33,8 @@ from storage.operations_store import (
     check_ref,
     is_id_prefix,
 )
-from storage.sqlite_codec import (
-    INCIDENT_COLUMNS,
-    SQL,
-    event_row,
-    from_us,
-    incident_from_row,
-    opt_from_us,
-    to_us,
-)
+from storage.rows import action_from_row, check_limit, incident_from_row, silence_from_row
+from storage.sqlite_codec import INCIDENT_COLUMNS, SQL, TIME, event_row, from_us, to_us
 
 _SILENCE = "id, project, starts_at_us, ends_at_us, reason, created_by, ended_at_us, ended_by"
 _ACTION = "id, project, action, requested_by, reason, state, needs_approval, created_at_us"
@@ -73,17 +66,6 @@ _INSERT_ACTION = f"""
     VALUES (:id, :project, :action, :by, :reason, :state, :needs, :now) RETURNING {_ACTION}"""
 
 
-def _silence(row: Any) -> Silence:
-    id_, project, starts, ends, reason, by, ended, ended_by = row
-    return Silence(id_, project, from_us(starts), from_us(ends), reason, by,
-                   opt_from_us(ended), ended_by)  # fmt: skip
-
-
-def _action(row: Any) -> ActionRequest:
-    id_, project, action, by, reason, state, needs, created = row
-    return ActionRequest(id_, project, action, by, reason, state, bool(needs), from_us(created))
-
-
 class SQLiteOperations:
     if TYPE_CHECKING:  # provided by SQLiteStore
         _clock: Clock
@@ -103,7 +85,8 @@ class SQLiteOperations:
         async with self._transaction() as tx:
             await tx.execute(_CLOSE_OPEN, params)
             params |= {"id": uuid.uuid4().hex, "reason": reason}
-            silence = _silence(next(iter(await tx.execute_fetchall(_INSERT_SILENCE, params))))
+            row = next(iter(await tx.execute_fetchall(_INSERT_SILENCE, params)))
+            silence = silence_from_row(row, TIME)
             await _append(tx, event_for(silence))
         return silence
 
@@ -115,7 +98,7 @@ class SQLiteOperations:
             rows = list(await tx.execute_fetchall(_END_SILENCE, params))
             if not rows:
                 return None
-            silence = _silence(rows[0])
+            silence = silence_from_row(rows[0], TIME)
             await _append(tx, event_for(silence))
         return silence
 
@@ -125,14 +108,14 @@ class SQLiteOperations:
             " ORDER BY starts_at_us DESC LIMIT 1",
             {"project": project, "at": self._at(at)},
         )
-        return next((_silence(r) for r in rows), None)
+        return next((silence_from_row(r, TIME) for r in rows), None)
 
     async def active_silences(self, at: datetime | None = None) -> list[Silence]:
         rows = await self._op_read(
             f"SELECT {_SILENCE} FROM silences WHERE {_ACTIVE} ORDER BY project, starts_at_us",
             {"at": self._at(at)},
         )
-        return [_silence(r) for r in rows]
+        return [silence_from_row(r, TIME) for r in rows]
 
     # -- acknowledgement ---------------------------------------------------------------
     async def ack_incident(
@@ -148,9 +131,9 @@ class SQLiteOperations:
             if not first[-1] and len(found) > 1:  # prefixes only, more than one
                 raise AmbiguousIncident(ref, [r[0] for r in found])
             if first[-2] == by:  # already theirs: nothing new to announce
-                return incident_from_row(first[:-2])
+                return incident_from_row(first[:-2], TIME)
             rows = list(await tx.execute_fetchall(_ACK, params | {"id": first[0]}))
-            incident = incident_from_row(rows[0])
+            incident = incident_from_row(rows[0], TIME)
             await _append(tx, event_for(incident))
         return incident
 
@@ -180,7 +163,8 @@ class SQLiteOperations:
             "now": to_us(self._clock.now()),
         }  # fmt: skip
         async with self._transaction() as tx:
-            request = _action(next(iter(await tx.execute_fetchall(_INSERT_ACTION, params))))
+            row = next(iter(await tx.execute_fetchall(_INSERT_ACTION, params)))
+            request = action_from_row(row, TIME)
             await _append(tx, event_for(request))
         return request
 
@@ -188,20 +172,19 @@ class SQLiteOperations:
         rows = await self._op_read(
             f"SELECT {_ACTION} FROM actions WHERE id = :id", {"id": action_id}
         )
-        return next((_action(r) for r in rows), None)
+        return next((action_from_row(r, TIME) for r in rows), None)
 
     async def list_actions(
         self, *, project: str | None = None, limit: int = 100
     ) -> list[ActionRequest]:
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         where = "WHERE project = :project" if project is not None else ""
         rows = await self._op_read(
             f"SELECT {_ACTION} FROM actions {where}"
             " ORDER BY created_at_us DESC, rowid DESC LIMIT :limit",
             {"project": project, "limit": limit},
         )
-        return [_action(r) for r in rows]
+        return [action_from_row(r, TIME) for r in rows]
 
     # -- plumbing ----------------------------------------------------------------------
     def _at(self, at: datetime | None) -> int:

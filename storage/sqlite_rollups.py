@@ -33,7 +33,8 @@ from storage.rollups import (
     scan_from,
     uptime_percent,
 )
-from storage.sqlite_codec import from_us, to_us
+from storage.rows import metric_hour_from_row, probe_hour_from_row
+from storage.sqlite_codec import TIME, from_us, to_us
 
 H, CAP, DAY = HOUR_US, MAX_HOLD_US, 24 * HOUR_US
 _FINITE = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"  # not NULL(NaN)/inf
@@ -236,10 +237,7 @@ class SQLiteRollups:
             " AND hour_us < ? ORDER BY hour_us",
             (project, to_us(since), to_us(until)),
         )
-        return [
-            ProbeHour(r[0], from_us(r[1]), r[2], r[3], r[4] / 1e6, r[5] / 1e6, r[6], r[7])
-            for r in rows
-        ]
+        return [probe_hour_from_row(r, TIME) for r in rows]
 
     async def metric_hours(
         self, project: str, metric: str, since: datetime, until: datetime
@@ -249,7 +247,7 @@ class SQLiteRollups:
             " WHERE project = ? AND metric = ? AND hour_us >= ? AND hour_us < ? ORDER BY hour_us",
             (project, metric, to_us(since), to_us(until)),
         )
-        return [MetricHour(r[0], r[1], from_us(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
+        return [metric_hour_from_row(r, TIME) for r in rows]
 
     @contextlib.asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from agents.clock import Clock
+from storage.rows import check_limit, slack_row_from_row, slack_storm_from_rows
 from storage.slack_store import (
     READY_SQL,
     STORM_AFTER,
@@ -26,9 +27,11 @@ from storage.slack_store import (
     SlackCard,
     SlackOutboxRow,
     SlackStorm,
+    check_done_state,
+    check_enqueue,
     storm_folds,
 )
-from storage.sqlite_codec import from_us, opt_from_us, to_us
+from storage.sqlite_codec import TIME, opt_from_us, to_us
 
 _COLUMNS = (
     "id, channel, kind, dedupe_key, payload, incident_id, storm_id, state, attempts,"
@@ -68,8 +71,7 @@ class SQLiteSlack:
         storm_after: int = STORM_AFTER,
         storm_window_s: float = STORM_WINDOW_S,
     ) -> int:
-        if any(m.kind == "storm" for m in messages):
-            raise ValueError("storm rows are queued by the store itself")
+        check_enqueue(messages)
         now = self._slack_now()
         added = 0
         async with self._transaction() as tx:
@@ -158,7 +160,7 @@ class SQLiteSlack:
                     "UPDATE slack_channels SET held_by = ?, held_until_us = ? WHERE channel = ?",
                     (owner, now + _us(hold_s), channel),
                 )
-                claimed.append(_row(head))
+                claimed.append(slack_row_from_row(head, TIME))
         return claimed
 
     async def slack_mark_sent(
@@ -175,7 +177,7 @@ class SQLiteSlack:
             row = await _one(tx, f"SELECT {_COLUMNS} FROM slack_outbox WHERE id = ?", (row_id,))
             if row is None:
                 return
-            sent = _row(row)
+            sent = slack_row_from_row(row, TIME)
             p = {"id": row_id, "ts": ts, "now": now, "posted": posted_channel}
             await tx.execute(
                 "UPDATE slack_outbox SET state = 'sent', sent_at_us = :now, ts = :ts,"
@@ -201,8 +203,7 @@ class SQLiteSlack:
     async def slack_mark_done(
         self, row_id: int, owner: str, *, state: str, error: str | None = None
     ) -> None:
-        if state not in ("failed", "folded"):
-            raise ValueError(f"slack_mark_done takes failed or folded, not {state!r}")
+        check_done_state(state)
         now = self._slack_now()
         async with self._transaction() as tx:
             row = await _one(
@@ -259,9 +260,7 @@ class SQLiteSlack:
             " ORDER BY order_us, id",
             (storm_id,),
         )
-        lines = tuple(json.loads(m[0]).get("line", {}) for m in members)
-        sid, channel, posted_channel, ts = storms[0]
-        return SlackStorm(sid, channel, posted_channel, ts, lines)
+        return slack_storm_from_rows(storms[0], members)
 
     async def slack_thread_count(self, incident_id: str) -> int:
         rows = await self._slack_read(
@@ -282,14 +281,13 @@ class SQLiteSlack:
     async def slack_rows(
         self, *, channel: str | None = None, state: str | None = None, limit: int = 1000
     ) -> list[SlackOutboxRow]:
-        if limit < 0:
-            raise ValueError(f"limit must be >= 0, got {limit}")
+        check_limit(limit)
         rows = await self._slack_read(
             f"SELECT {_COLUMNS} FROM slack_outbox WHERE (:channel IS NULL OR channel = :channel)"
             " AND (:state IS NULL OR state = :state) ORDER BY channel, order_us, id LIMIT :limit",
             {"channel": channel, "state": state, "limit": limit},
         )
-        return [_row(r) for r in rows]
+        return [slack_row_from_row(r, TIME) for r in rows]
 
     async def _slack_read(self, sql: str, params: Any) -> Iterable[sqlite3.Row]:
         async with self._locked() as db:
@@ -301,15 +299,6 @@ class SQLiteSlack:
 
 async def _one(tx: aiosqlite.Connection, sql: str, params: Any) -> sqlite3.Row | None:
     return next(iter(await tx.execute_fetchall(sql, params)), None)
-
-
-def _row(r: Any) -> SlackOutboxRow:
-    return SlackOutboxRow(
-        id=r[0], channel=r[1], kind=r[2], dedupe_key=r[3], payload=json.loads(r[4]),
-        incident_id=r[5], storm_id=r[6], state=r[7], attempts=r[8], order_at=from_us(r[9]),
-        not_before=from_us(r[10]), created=from_us(r[11]), sent_at=opt_from_us(r[12]),
-        ts=r[13], last_error=r[14],
-    )  # fmt: skip
 
 
 def _us(seconds: float) -> int:
