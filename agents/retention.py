@@ -6,6 +6,10 @@ retention only deletes raw rows of hours already rolled up: the other order woul
 late row's hour slip past the horizon unrolled.  Both steps are idempotent, so a run that
 crashed half way is finished by the next one.  The runtime schedules ``run_once`` hourly,
 once fleet-wide (a lease will pick the replica); definitions live in ``storage.rollups``.
+
+``roll_up_buckets`` runs every minute on every replica (the store lets one at a time do
+the work): it keeps the current hour's 5-minute buckets up to date, so that uptime up to
+"now" does not read the hour's raw probes (``storage.postgres_buckets``).
 """
 
 from __future__ import annotations
@@ -46,3 +50,7 @@ class RetentionJob:
         )
         log.info("retention at %s: rolled up %d project-hours, deleted %s", now, rolled, deleted)
         return RetentionReport(now, rolled, deleted)
+
+    async def roll_up_buckets(self) -> int:
+        """The buckets that ended by now; how many (project, bucket) pairs were computed."""
+        return await self._store.rollup_buckets(self._clock.now())

@@ -1,12 +1,19 @@
-"""Rows ingested per second into PostgreSQL through the real ``PostgresStore``.
+"""Metric samples and probes ingested per second into PostgreSQL through the real
+``PostgresStore``.
 
 ``python -m bench ingest``.  Metric samples go through ``add_metric_samples`` and probes
-through ``add_probes``, in batches of ``--batch`` rows one after the other, as the probe
-recorder writes them (one transaction per call: encode the rows, one COPY, upsert the
-roll-ups' dirty marks).  The baseline is the least PostgreSQL needs for the same rows:
-``copy_records_to_table`` of ready-made tuples into an identical table (same columns,
-identity and indexes: ``CREATE TABLE ... (LIKE ... INCLUDING ALL)``) with nothing else.
-Store and baseline alternate, ``--repeat`` rounds, and the figures are medians.  The data
+through ``add_probes``, in batches of ``--batch`` samples (probes) one after the other, as
+the probe recorder writes them (one transaction per call: encode the rows, one COPY,
+upsert the roll-ups' dirty marks).  ``metric_samples`` holds a row per probe instant with
+that probe's samples in arrays (migrations/postgres/0008), so a batch of samples is far
+fewer rows: samples are counted in samples/s, never rows.  The baseline is the least
+PostgreSQL needs for the same data: ``copy_records_to_table`` of ready-made tuples (the
+store's own wide rows, encoded before the clock starts, a COPY per batch) into an
+identical table (same columns, identity, checks and indexes: ``CREATE TABLE ... (LIKE ...
+INCLUDING ALL)``) with nothing else.  Two references for samples: the same wide COPY into
+the table without its indexes, and a COPY of one row per sample into the old narrow layout
+(``(project, metric, ts, value)``, btree on ``(project, metric, ts)``, BRIN on ``ts``).
+Store and baselines alternate, ``--repeat`` rounds, and the figures are medians.  The data
 look like a fleet's: ``--projects`` projects probed every 10 s at random phases, each
 probe yielding ``--metrics`` samples, timestamps moving forward from round to round, so
 the tables grow in time order as in production.  Everything lives in a fresh schema that
@@ -21,6 +28,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
@@ -31,7 +39,7 @@ from storage.base import MetricSample, ProbeRecord
 from storage.postgres import PostgresStore
 from storage.postgres_connect import quote_ident
 from storage.postgres_rollups import mark_dirty
-from storage.postgres_sql import PROBE_COLUMNS, SAMPLE_COLUMNS, probe_rows, sample_rows
+from storage.postgres_sql import PROBE_COLUMNS, SAMPLE_COLUMNS, aware, probe_rows, sample_rows
 from storage.rollups import floor_hour
 
 GOAL_SAMPLES_PER_S = 200_000
@@ -51,8 +59,12 @@ METRIC_NAMES = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rows", type=int, help="rows per round and kind (default 200,000)")
-    parser.add_argument("--batch", type=int, default=10_000, help="rows per call (10,000)")
+    parser.add_argument(
+        "--rows", type=int, help="samples (probes) per round and kind (default 200,000)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=10_000, help="samples (probes) per call (10,000)"
+    )
     parser.add_argument("--repeat", type=int, help="rounds; figures are medians (default 3)")
     parser.add_argument("--projects", type=int, default=1000, help="projects (default 1,000)")
     parser.add_argument("--metrics", type=int, default=8, help="samples per probe (default 8)")
@@ -142,11 +154,23 @@ async def timed(
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
+# The layout before migrations/postgres/0008, a row per sample, for the reference figure.
+NARROW_COLUMNS = ("project", "metric", "ts", "value")
+_narrow_fields = attrgetter(*NARROW_COLUMNS)
+
+
+def narrow_rows(samples: Sequence[MetricSample]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = list(map(_narrow_fields, samples))
+    for row in rows:
+        aware(row[2])
+    return rows
+
+
 def dirty_pairs_seconds(samples: Sequence[MetricSample]) -> float:
     """The Python part of ``mark_dirty`` on one batch, alone: the (project, hour) pairs."""
     rows = sample_rows(samples)
     t0 = time.perf_counter()
-    sorted({(r[0], floor_hour(r[2])) for r in rows})
+    sorted({(project, floor_hour(ts)) for project, ts in set((r[0], r[1]) for r in rows)})
     return time.perf_counter() - t0
 
 
@@ -164,7 +188,7 @@ async def breakdown(store: PostgresStore, chunks: list[Sequence[MetricSample]]) 
                 "metric_samples", records=rows, columns=list(SAMPLE_COLUMNS)
             )
             t3 = time.perf_counter()
-            await mark_dirty(conn, ((r[0], r[2]) for r in rows))
+            await mark_dirty(conn, ((r[0], r[1]) for r in rows))
             t4 = time.perf_counter()
         t5 = time.perf_counter()
         for step, seconds in (
@@ -185,11 +209,19 @@ async def run(args: argparse.Namespace, lines: Lines) -> dict[str, Any]:
     fleet = Fleet(args.projects, floor_hour(datetime.now(UTC)) - timedelta(hours=6))
     figures: dict[str, list[float]] = {}
 
-    async def measure(key: str, write: Callable[[Any], Awaitable[None]], rows: Any) -> float:
-        wall, cpu = await timed(write, batches(rows, args.batch), args.writers)
-        figures.setdefault(f"{key}.rows_per_s", []).append(len(rows) / wall)
+    async def measure(
+        key: str, write: Callable[[Any], Awaitable[None]], chunks: list[Any], count: int
+    ) -> float:
+        """Write ``chunks`` (``count`` samples or probes in all); record ``count``/s."""
+        wall, cpu = await timed(write, chunks, args.writers)
+        unit = "samples" if key.endswith(".samples") else "rows"
+        figures.setdefault(f"{key}.{unit}_per_s", []).append(count / wall)
         figures.setdefault(f"{key}.client_cpu_share", []).append(cpu / wall)
-        return len(rows) / wall
+        return count / wall
+
+    def sample_chunks(encode: Callable[[Sequence[MetricSample]], Any]) -> list[Any]:
+        """A round of samples, batched as the store gets them, each batch encoded."""
+        return [encode(c) for c in batches(fleet.samples(args.rows, args.metrics), args.batch)]
 
     async with scratch_schema("ingest", dsn) as schema:
         store = PostgresStore(dsn, schema=schema, min_size=1, max_size=args.writers + 1)
@@ -205,8 +237,16 @@ async def run(args: argparse.Namespace, lines: Lines) -> dict[str, Any]:
                 await bare.execute(f"CREATE TABLE bare_{table} (LIKE {table} INCLUDING ALL)")
             # DESIGN §9's "COPY alone": the same table without its two indexes.
             await bare.execute(
-                "CREATE TABLE bare_noindex_metric_samples"
-                " (LIKE metric_samples INCLUDING DEFAULTS INCLUDING IDENTITY)"
+                "CREATE TABLE bare_noindex_metric_samples (LIKE metric_samples"
+                " INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS)"
+            )
+            # The layout before migrations/postgres/0008, with its indexes, for reference.
+            await bare.execute(
+                "CREATE TABLE bare_narrow_metric_samples ("
+                " id bigint GENERATED ALWAYS AS IDENTITY, project text NOT NULL,"
+                " metric text NOT NULL, ts timestamptz NOT NULL, value double precision NOT NULL);"
+                " CREATE INDEX ON bare_narrow_metric_samples (project, metric, ts);"
+                " CREATE INDEX ON bare_narrow_metric_samples USING brin (ts)"
             )
 
             def copier(table: str, columns: Sequence[str]) -> Callable[[Any], Awaitable[None]]:
@@ -220,28 +260,32 @@ async def run(args: argparse.Namespace, lines: Lines) -> dict[str, Any]:
 
             copy_samples = copier("bare_metric_samples", SAMPLE_COLUMNS)
             copy_noindex = copier("bare_noindex_metric_samples", SAMPLE_COLUMNS)
+            copy_narrow = copier("bare_narrow_metric_samples", NARROW_COLUMNS)
             copy_probes = copier("bare_probes", PROBE_COLUMNS)
+            n = args.rows
             for round_ in range(args.repeat):
                 counter = f"round {round_ + 1}/{args.repeat}"
-                # Each side gets rows of its own, of the same shape, so that every table
+                # Each side gets samples of its own, of the same shape, so that every table
                 # grows in time order, as it would in production.
-                samples = fleet.samples(args.rows, args.metrics)
-                store_rate = await measure("store.samples", store.add_metric_samples, samples)
-                rows = sample_rows(fleet.samples(args.rows, args.metrics))
-                copy_rate = await measure("copy.samples", copy_samples, rows)
-                rows = sample_rows(fleet.samples(args.rows, args.metrics))
-                bare_rate = await measure("copy_noindex.samples", copy_noindex, rows)
+                chunks = sample_chunks(list)  # MetricSample objects: the store encodes
+                store_rate = await measure("store.samples", store.add_metric_samples, chunks, n)
+                chunks = sample_chunks(sample_rows)
+                wide_rows = sum(map(len, chunks))
+                copy_rate = await measure("copy.samples", copy_samples, chunks, n)
+                chunks = sample_chunks(sample_rows)
+                bare_rate = await measure("copy_noindex.samples", copy_noindex, chunks, n)
+                chunks = sample_chunks(narrow_rows)
+                narrow_rate = await measure("copy_narrow.samples", copy_narrow, chunks, n)
                 log(
-                    f"ingest {counter}: samples: store {store_rate:,.0f}/s, "
-                    f"COPY {copy_rate:,.0f}/s, COPY without indexes {bare_rate:,.0f}/s"
+                    f"ingest {counter}: samples/s: store {store_rate:,.0f}, "
+                    f"COPY {copy_rate:,.0f} ({wide_rows:,} rows), COPY without indexes "
+                    f"{bare_rate:,.0f}, COPY of a row per sample (narrow) {narrow_rate:,.0f}"
                 )
-                probes = fleet.probes(args.rows)
-                store_rate = await measure("store.probes", store.add_probes, probes)
-                rows = probe_rows(fleet.probes(args.rows))
-                copy_rate = await measure("copy.probes", copy_probes, rows)
-                log(
-                    f"ingest {counter}: probes:  store {store_rate:,.0f}/s, COPY {copy_rate:,.0f}/s"
-                )
+                chunks = batches(fleet.probes(n), args.batch)
+                store_rate = await measure("store.probes", store.add_probes, chunks, n)
+                chunks = [probe_rows(c) for c in batches(fleet.probes(n), args.batch)]
+                copy_rate = await measure("copy.probes", copy_probes, chunks, n)
+                log(f"ingest {counter}: probes/s:  store {store_rate:,.0f}, COPY {copy_rate:,.0f}")
             # Off the clock: the store's steps, one by one, on 10 more batches.
             steps = await breakdown(
                 store, batches(fleet.samples(10 * args.batch, args.metrics), args.batch)
@@ -256,37 +300,39 @@ async def run(args: argparse.Namespace, lines: Lines) -> dict[str, Any]:
         result[f"store.samples.step.{step}_per_batch_s"] = seconds
     for key, value in result.items():
         lines.add(f"ingest.{key}", value, _unit(key))
-    ratio = result["store.samples.rows_per_s"] / result["copy.samples.rows_per_s"]
+    ratio = result["store.samples.samples_per_s"] / result["copy.samples.samples_per_s"]
     lines.add("ingest.samples_store_over_copy", ratio, "x")
-    ok = result["store.samples.rows_per_s"] >= GOAL_SAMPLES_PER_S
+    ok = result["store.samples.samples_per_s"] >= GOAL_SAMPLES_PER_S
     lines.add("ingest.goal.samples_at_least_200k_per_s", ok, "bool")
     result.update(dirty_marks=dirty, goal_ok=ok)
     return result
 
 
 def _unit(key: str) -> str:
-    if key.endswith("rows_per_s"):
-        return "rows/s"
+    if key.endswith("_per_s"):
+        return key.rsplit(".", 1)[-1].removesuffix("_per_s") + "/s"  # samples/s, rows/s
     return "cores" if key.endswith("cpu_share") else "s"
 
 
 def summary(result: dict[str, Any], args: argparse.Namespace) -> str:
     rows = [
-        f"ingest ({args.rows:,} rows per kind and round, batches of {args.batch:,}, "
+        f"ingest ({args.rows:,} samples and probes per round, batches of {args.batch:,}, "
         f"{args.writers} writer(s), {args.repeat} rounds, medians):"
     ]
-    for kind in ("samples", "probes"):
-        store = result[f"store.{kind}.rows_per_s"]
-        copy = result[f"copy.{kind}.rows_per_s"]
+    for kind, unit in (("samples", "samples"), ("probes", "rows")):
+        store = result[f"store.{kind}.{unit}_per_s"]
+        copy = result[f"copy.{kind}.{unit}_per_s"]
         rows.append(
-            f"  {kind:>7}: store {store:>9,.0f} rows/s   bare COPY {copy:>9,.0f} rows/s   "
+            f"  {kind:>7}: store {store:>9,.0f} {unit}/s   bare COPY {copy:>9,.0f} {unit}/s   "
             f"store/COPY {store / copy:4.2f}   client CPU store "
             f"{result[f'store.{kind}.client_cpu_share'] * 100:3.0f} % / COPY "
             f"{result[f'copy.{kind}.client_cpu_share'] * 100:3.0f} %"
         )
     rows.append(
         f"  bare COPY of samples into the same table without its indexes: "
-        f"{result['copy_noindex.samples.rows_per_s']:,.0f} rows/s"
+        f"{result['copy_noindex.samples.samples_per_s']:,.0f} samples/s; into the narrow "
+        f"layout (a row per sample, btree on project, metric, ts): "
+        f"{result['copy_narrow.samples.samples_per_s']:,.0f} samples/s"
     )
     steps = {
         key.split(".")[-1].removesuffix("_per_batch_s"): value * 1000

@@ -11,18 +11,24 @@ dropped at the end) the bench builds what a fleet of ``--projects`` projects pol
 * ``probe_daily``: the exact sums of those hours per project and UTC day.
 * raw ``probes`` for the last complete hour and the current one up to its
   ``max(--minutes)``-th minute, written through ``store.add_probes`` (which marks their
-  hours dirty); then the real ``store.rollup_hours`` rolls the complete hour up (and
-  rewrites its day), exactly as the hourly job does, leaving the current hour dirty.
+  hours and 5-minute buckets dirty); then the real ``store.rollup_hours`` rolls the
+  complete hour up (and rewrites its day), exactly as the hourly job does, leaving the
+  current hour dirty.
 * the raw horizon ``--raw-days`` (7) back, as retention leaves it.
 * ``VACUUM ANALYZE`` of those tables, as autovacuum would have done by then.
 
 "Now" is the current hour plus ``--minutes`` minutes (not the clock's minute, so runs
-compare).  Then ``store.uptime(None, since=now - 30 days, until)`` is timed ``--runs``
-times (after one run that does not count) for ``until`` = the start of the current hour,
-and for ``until`` = now for each of ``--minutes`` (the current hour is then read from raw
-probes).  Every answer is checked against an independent computation: the hourly
-roll-ups summed straight from ``probe_hourly`` plus ``storage.rollups.reference_coverage``
-over the generated raw probes.
+compare).  Before each window the real bucket job, ``store.rollup_buckets(now -
+--job-lag)``, rolls up the buckets that had ended a ``--job-lag`` (1) minute(s) before
+now, as the job running every minute leaves them (its time is reported too, and once for
+one bucket of the fleet, the job's usual work), then the bucket tables are analysed as
+autovacuum would.  Then ``store.uptime(None, since=now - 30 days, until)`` is timed
+``--runs`` times (after one run that does not count) for ``until`` = the start of the
+current hour, and for ``until`` = now for each of ``--minutes`` (the current hour is then
+read from its buckets, plus raw probes for the buckets not rolled up and the last partial
+one).  Every answer is checked against an independent computation: the hourly roll-ups
+summed straight from ``probe_hourly`` plus ``storage.rollups.reference_coverage`` over
+the generated raw probes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from bench.backends import DATABASE_URL, Lines, finish, latency_figures, log, sc
 from bench.ingest import Fleet
 from storage.base import ProbeRecord
 from storage.postgres import PostgresStore
+from storage.postgres_buckets import BUCKET
 from storage.postgres_connect import quote_ident
 from storage.rollups import DAY, HOUR, floor_day, floor_hour, reference_coverage
 
@@ -94,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw-days", type=int, default=7, help="raw horizon, days back (default 7)"
     )
+    parser.add_argument(
+        "--job-lag",
+        type=float,
+        default=1.0,
+        help="minutes before 'now' that the bucket job last ran (default 1)",
+    )
 
 
 def finish_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -109,6 +122,8 @@ def finish_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--minutes must be within 1..59")
     if not 1 <= args.raw_days < WINDOW.days:
         parser.error(f"--raw-days must be within 1..{WINDOW.days - 1}")
+    if not 0 <= args.job_lag <= 60:
+        parser.error("--job-lag must be within 0..60 minutes")
 
 
 def budget(args: argparse.Namespace) -> float:
@@ -163,10 +178,11 @@ async def build(store: PostgresStore, conn: asyncpg.Connection, args: argparse.N
     await conn.execute("UPDATE raw_horizon SET raw_kept_from = $1", hour0 - args.raw_days * DAY)
     t0 = time.perf_counter()
     await conn.execute(
-        "VACUUM ANALYZE probe_hourly, probe_daily, probes, rollup_dirty, raw_horizon"
+        "VACUUM ANALYZE probe_hourly, probe_daily, probes, rollup_dirty, raw_horizon,"
+        " probe_bucket, bucket_dirty"
     )
     data.seconds["vacuum"] = time.perf_counter() - t0
-    for table in ("probe_hourly", "probe_daily", "probes", "rollup_dirty"):
+    for table in ("probe_hourly", "probe_daily", "probes", "rollup_dirty", "bucket_dirty"):
         data.rows[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
     data.rows["rolled_up_by_job"] = rolled
     size = await conn.fetchval(
@@ -180,6 +196,17 @@ async def build(store: PostgresStore, conn: asyncpg.Connection, args: argparse.N
         f"{data.rows} raw probes written {raw:,}, schema {size}"
     )
     return data
+
+
+async def bucket_job(
+    store: PostgresStore, conn: asyncpg.Connection, data: Build, until: datetime, key: str
+) -> None:
+    """The real bucket job up to ``until``, timed, then ANALYZE of the bucket tables (in
+    production autovacuum does it: the marks table changes all the time)."""
+    t0 = time.perf_counter()
+    data.rows[f"buckets_rolled_up_{key}"] = await store.rollup_buckets(until)
+    data.seconds[f"bucket_job_{key}"] = time.perf_counter() - t0
+    await conn.execute("ANALYZE probe_bucket, bucket_dirty")
 
 
 async def expected(
@@ -207,10 +234,17 @@ async def run(args: argparse.Namespace, lines: Lines) -> dict[str, Any]:
         try:
             data = await build(store, conn, args)
             windows = [("hour", data.hour0 + timedelta(minutes=args.minutes[0]), data.hour0)]
-            for minute in args.minutes:
+            for minute in sorted(args.minutes):
                 now = data.hour0 + timedelta(minutes=minute)
                 windows.append((f"minute_{minute}", now, now))
+            lag = timedelta(minutes=args.job_lag)
+            if min(now for _, now, _ in windows) - lag >= data.hour0 + 2 * BUCKET:
+                # The last hour's buckets and the first of this one; then what a run
+                # usually does: the bucket that just ended, for the whole fleet.
+                await bucket_job(store, conn, data, data.hour0 + BUCKET, "catch_up")
+                await bucket_job(store, conn, data, data.hour0 + 2 * BUCKET, "one_bucket")
             for label, now, until in windows:
+                await bucket_job(store, conn, data, now - lag, label)
                 since = now - WINDOW
                 times = []
                 answer: dict[str, float] = {}
@@ -264,6 +298,14 @@ def summary(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{build_info['rows']['probe_hourly']:,} hourly rows; {args.runs} runs, "
         f"after one that does not count):"
     ]
+    seconds, rows_built = build_info["seconds"], build_info["rows"]
+    if "bucket_job_one_bucket" in seconds:
+        rows.append(
+            f"  bucket job: {seconds['bucket_job_one_bucket'] * 1000:.0f} ms for one bucket of "
+            f"the fleet ({rows_built['buckets_rolled_up_one_bucket']:,} buckets), "
+            f"{seconds['bucket_job_catch_up'] * 1000:.0f} ms catching up on "
+            f"{rows_built['buckets_rolled_up_catch_up']:,}"
+        )
     for label, r in results.items():
         if label == "build":
             continue

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from agents.events import Event
 from bot.render import format_duration
+from storage.autonomy_store import Approval
 from storage.base import Incident
 
 _SLACK_ID: Final = re.compile(r"[USW][A-Z0-9]{2,31}")
@@ -176,6 +177,9 @@ class ErrorView:
 
     message: str
     hint: str = ""  # what to do instead; "" for none
+    icon: str = "⚠️"  # the answer to a button is not always a failure (✅, 👎, ⌛…)
+    mention_id: str | None = None  # a Slack user mentioned after the message
+    after: str = ""  # the words after the mention
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,14 @@ class ApprovalView:
     expires_at: datetime
     decided_by: str = ""  # likewise
     incident_summary: str = ""
+    decided_at: datetime | None = None  # when granted or denied (an expiry: expires_at)
+
+    @classmethod
+    def of(cls, approval: Approval, incident_summary: str = "") -> ApprovalView:
+        """From the row as stored now."""
+        a = approval
+        return cls(a.id, a.project, a.action, a.reason, a.requested_by, a.state, a.expires_at,
+                   a.decided_by or "", incident_summary, a.decided_at)  # fmt: skip
 
     @property
     def requester_id(self) -> str | None:
@@ -242,13 +254,18 @@ class TimelineEntry:
     at: datetime
     headline: str
     details: tuple[str, ...]  # further lines (reason, error, evidence…)
-    mention_id: str | None  # on-call to mention (escalations only)
+    mention_id: str | None  # on-call (escalations), who decided (approvals); else None
+    mention_label: str = ""  # words before the mention ("" for a bare ping)
 
     @classmethod
     def from_event(cls, event: Event, oncall_id: str | None = None) -> TimelineEntry:
         headline, details = describe_event(event.type, event.payload)
-        mention = slack_id_or_none(oncall_id) if event.type == "escalation.raised" else None
-        return cls(event.type, event.ts, headline, details, mention)
+        if event.type == "escalation.raised":
+            return cls(event.type, event.ts, headline, details, slack_id_or_none(oncall_id))
+        decider = slack_id_or_none(event.payload.get("by"))
+        if event.type in DECIDED and decider is not None:
+            return cls(event.type, event.ts, headline, details, decider, "Decided by")
+        return cls(event.type, event.ts, headline, details, None)
 
 
 def text_of(value: Any, limit: int = 500) -> str:
@@ -274,6 +291,7 @@ _SUSPENDED: Final = {
     "mass_failure": "too many projects are down at once (suspecting orch itself)",
 }
 MAX_EVIDENCE: Final = 5
+DECIDED: Final = frozenset({"approval.granted", "approval.denied"})
 
 
 def _probe_line(probe: Any) -> str:
@@ -312,6 +330,26 @@ def _analysis(p: dict[str, Any]) -> tuple[str, list[str]]:
     return f"Analysis by {text_of(p.get('engine')) or 'unknown engine'}", lines
 
 
+def _approval(kind: str, action: str, p: dict[str, Any]) -> tuple[str, list[str]]:
+    """A decider who is a Slack user is mentioned by the template (``mention_id``); an
+    operator at a terminal is named here."""
+    by = p.get("by")
+    named = f" by {text_of(by)}" if by and slack_id_or_none(by) is None else ""
+    ident = text_of(p.get("approval_id"))[:8]
+    if kind == "approval.requested":
+        lines = [text_of(p.get("reason")), f"Requested by {_or_q(p, 'requested_by')}"]
+        if ident:
+            lines.append(f"Approve or deny on the card, or at a terminal: orch approve {ident}")
+        return f"Approval needed: {action}", lines
+    if kind == "approval.granted":
+        return f"{action} approved{named}", []
+    if kind == "approval.denied":
+        return f"{action} denied{named}: it will not run", []
+    if kind == "approval.expired":
+        return f"{action} approval expired: nothing ran", []
+    return f"Approval {kind.removeprefix('approval.')}{_by(p)}", []
+
+
 def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     """(headline, detail lines) for a thread entry: the event's story in words."""
     action = text_of(p.get("action") or p.get("action_id")) or "action"
@@ -347,7 +385,7 @@ def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         headline = f"{action} {kind.removeprefix('action.')}"
         details = [f"Error: {text_of(p['error'])}" if p.get("error") else ""]
     elif kind.startswith("approval."):
-        headline = f"Approval {kind.removeprefix('approval.')}{_by(p)}"
+        headline, details = _approval(kind, action, p)
     elif kind == "remediation.suspended":
         reason = p.get("reason")
         why = _SUSPENDED.get(reason, text_of(reason)) if isinstance(reason, str) else ""

@@ -1,4 +1,5 @@
-"""The ``orch`` command line: parse arguments, then hand over to one module per command."""
+"""The ``orch`` command line: parse arguments, then hand over to one module per command
+(``orch approve|deny|approvals``: ``bot.cli_approvals``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.cli_approvals import APPROVAL_COMMANDS, approvals_command
 from bot.settings import Settings
 
 
@@ -81,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", type=Path)
 
     sub.add_parser("migrate", help="apply database migrations and exit")
+
+    for name, verb in (("approve", "approve"), ("deny", "deny")):
+        decide = sub.add_parser(name, help=f"{verb} a pending action (audited as the OS user)")
+        decide.add_argument("id", help="the approval id, or enough of its first characters")
+        decide.add_argument("--reason", default="", help="why, for the audit log")
+        with_config(decide)
+    sub.add_parser("approvals", help="list the approvals waiting for a decision")
     return parser
 
 
@@ -89,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings.from_env()
     if getattr(args, "config", None):
         settings = Settings.from_env({**settings.env, "ORCH_CONFIG": str(args.config)})
+    quiet = ("demo", "fleet", *APPROVAL_COMMANDS)
     logging.basicConfig(
-        level=logging.WARNING if args.command in ("demo", "fleet") else logging.INFO,
+        level=logging.WARNING if args.command in quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -98,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.check_config import run as check_config
 
         return check_config(args.path or settings.config_path, settings.env)
+    if args.command in APPROVAL_COMMANDS:
+        try:
+            return asyncio.run(approvals_command(args, settings))
+        except OSError as exc:
+            print(f"orch: {exc}", file=sys.stderr)
+            return 1
     from bot import commands
 
     try:

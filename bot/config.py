@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.config_policy import Remediation, merged
 from bot.config_rules import cross_problems, reraisable
 from bot.config_values import (  # noqa: F401  (re-exported: the public config API)
     NAME_PATTERN,
@@ -157,6 +158,11 @@ class Defaults(_Strict):
     # Merged over DEFAULT_THRESHOLDS per metric, so naming one metric here cannot silently
     # switch off the built-in memory or CPU levels.
     thresholds: dict[str, Threshold] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    remediation: Remediation = Field(default_factory=Remediation)
+    # Fleet-wide (DESIGN §6): remediations running at once, and the share of projects down
+    # at once from which orch suspects its own network and restarts nothing.
+    max_concurrent_remediations: int = Field(2, ge=1, le=100)
+    mass_failure_ratio: float = Field(0.5, gt=0, le=1)
 
     @field_validator("timeout")
     @classmethod
@@ -222,6 +228,8 @@ class Project(_Strict):
     flap_start: float | None = Field(None, gt=0, le=1)
     flap_stop: float | None = Field(None, ge=0, lt=1)
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    # Only the fields given here replace `defaults.remediation`'s (Config._fill_defaults).
+    remediation: Remediation | None = None
     # Set from the orchestrators section (accepted in input only when it agrees, so that a
     # dumped Config validates again).
     orchestrator: str | None = None
@@ -285,6 +293,11 @@ class Project(_Strict):
     def control_base(self) -> str:
         return self.control_url or self.url
 
+    @property
+    def policy(self) -> Remediation:
+        # Always set once the Config validated (_fill_defaults).
+        return self.remediation or Remediation()
+
 
 _FILLED = (
     "interval", "timeout", "recheck_interval", "failure_threshold", "success_threshold",
@@ -329,6 +342,7 @@ class Config(_Strict):
                 if getattr(project, field_name) is None:
                     setattr(project, field_name, getattr(self.defaults, field_name))
             project.thresholds = {**self.defaults.thresholds, **project.thresholds}
+            project.remediation = merged(self.defaults.remediation, project.remediation)
         self._by_name = {p.name: p for p in self.projects}
         for group_name, group in self.orchestrators.items():
             for member in group.projects:

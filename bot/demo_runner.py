@@ -1,9 +1,11 @@
 """``orch demo``: the simulated fleet and the orchestrator in one process.
 
-With no ``--fault`` it plays a short story so a newcomer sees orch work within a minute:
-Email Blast crashes and is caught in seconds, Chatbot starts leaking memory and the
-anomaly is raised; then a scripted operator restarts one and clears the other's cache
-through the signed ``/control`` contract, and both incidents resolve with their downtime.
+With no ``--fault`` it plays a short story so a newcomer sees orch work within a minute,
+with nobody at the keyboard: Email Blast crashes and orch restarts it by itself through the
+signed ``/control`` contract (detected, restarted, verified, resolved, downtime shown);
+Chatbot starts leaking memory and orch clears its cache; Social Media's disk fills up,
+which two restarts cannot fix, so orch escalates and leaves an approval waiting, which the
+operator answers with ``orch approve <id>`` in a second terminal (or in Slack).
 """
 
 from __future__ import annotations
@@ -13,14 +15,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
+from agents.bus import Handler
 from agents.clock import Clock, SystemClock
-from agents.control import send_control
+from agents.events import APPROVAL_REQUESTED, Event
 from bot.config import Config
 from bot.event_log import JsonlEventLog
 from bot.runtime import Runtime, RuntimeOptions
-from bot.secrets import control_secret
 from bot.settings import Settings
 from bot.signals import stop_event_on_signals, wait_for_stop
 from bot.terminal_cards import TerminalCards
@@ -41,16 +41,17 @@ class DemoOptions:
 class StoryStep:
     at: float
     say: str
-    fault: FaultSpec | None = None  # inject this fault …
-    control: tuple[str, str] | None = None  # … or send (project, action) to /control
+    fault: FaultSpec
 
 
 STORY = (
-    StoryStep(5, "Email Blast crashes", fault=FaultSpec("email-blast", "crash", 5)),
-    StoryStep(8, "Chatbot starts leaking memory", fault=FaultSpec("chatbot", "memory_leak", 8)),
-    StoryStep(25, "an operator restarts Email Blast", control=("email-blast", "restart")),
-    StoryStep(60, "an operator clears Chatbot's cache", control=("chatbot", "clear_cache")),
-)
+    StoryStep(5, "Email Blast crashes; orch should restart it by itself",
+              FaultSpec("email-blast", "crash", 5)),
+    StoryStep(10, "Chatbot starts leaking memory; orch should clear its cache",
+              FaultSpec("chatbot", "memory_leak", 10)),
+    StoryStep(30, "Social Media's disk fills up; no restart can fix that",
+              FaultSpec("social-media", "disk_full", 30)),
+)  # fmt: skip
 
 
 async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> int:
@@ -65,6 +66,7 @@ async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> 
         options=RuntimeOptions(extra_result_listeners=[view.on_result]),
     )
     view.register(runtime.bus)
+    runtime.bus.subscribe("demo-approvals", _approval_hint(view), types=[APPROVAL_REQUESTED])
     if runtime.slack is None:
         # No Slack tokens: the same rendered cards, as text in the terminal view.
         TerminalCards(runtime.store, write=view.say, statuses=runtime.health.statuses).register(
@@ -90,7 +92,7 @@ async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> 
         for spec in options.faults:
             view.say(f"fault {spec.fault} scheduled for {spec.project} at +{spec.at:g}s")
         if options.story:
-            tasks.append(asyncio.create_task(_play(STORY, fleet, config, settings, view, clock)))
+            tasks.append(asyncio.create_task(_play(STORY, fleet, view, clock)))
         await wait_for_stop(stop, options.for_seconds)
     finally:
         for task in tasks:
@@ -113,31 +115,23 @@ def _use_bound_ports(config: Config, fleet: Fleet) -> None:
 
 
 async def _play(
-    story: tuple[StoryStep, ...],
-    fleet: Fleet,
-    config: Config,
-    settings: Settings,
-    view: TerminalView,
-    clock: Clock,
+    story: tuple[StoryStep, ...], fleet: Fleet, view: TerminalView, clock: Clock
 ) -> None:
     start = clock.monotonic()
-    async with aiohttp.ClientSession() as session:
-        for step in story:
-            await clock.sleep(step.at - (clock.monotonic() - start))
-            view.say(step.say)
-            if step.fault is not None:
-                fault = step.fault
-                await fleet.service(fault.project).inject(fault.fault)
-            elif step.control is not None:
-                project = config.project(step.control[0])
-                secret = control_secret(project, config, settings.env)
-                if secret is None:
-                    view.say(f"no /control secret for {project.name}; skipped")
-                    continue
-                try:
-                    status, _ = await send_control(
-                        session, project.control_base, secret, step.control[1]
-                    )
-                    view.say(f"/control {step.control[1]} → HTTP {status}")
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    view.say(f"/control {step.control[1]} failed: {exc}")
+    for step in story:
+        await clock.sleep(step.at - (clock.monotonic() - start))
+        view.say(step.say)
+        await fleet.service(step.fault.project).inject(step.fault.fault)
+
+
+def _approval_hint(view: TerminalView) -> Handler:
+    """Tell the operator at the terminal how to answer an approval (no Slack needed)."""
+
+    async def hint(event: Event) -> None:
+        approval_id = event.payload.get("approval_id")
+        view.say(
+            f"approval waiting: {event.payload.get('action')} on {event.project}"
+            f" — answer with: orch approve {approval_id}  (or: orch deny {approval_id})"
+        )
+
+    return hint

@@ -26,6 +26,18 @@ def describe(event: Event) -> str:
         "incident.resolved": lambda: (
             f"RESOLVED {p.get('fingerprint')} after {_duration(p.get('duration_s'))}"
         ),
+        "action.requested": lambda: (
+            f"{p.get('action')} requested by {p.get('requested_by')}"
+            + (" (needs approval)" if p.get("needs_approval") else "")
+        ),
+        # The approval id in full: `orch approve <id>` is how a terminal answers it.
+        "approval.requested": lambda: (
+            f"APPROVAL NEEDED {p.get('action')} (by {p.get('requested_by')}):"
+            f" orch approve {p.get('approval_id')}  |  orch deny {p.get('approval_id')}"
+        ),
+        "approval.granted": lambda: f"{p.get('action')} approved by {p.get('by')}",
+        "approval.denied": lambda: f"{p.get('action')} denied by {p.get('by')}",
+        "approval.expired": lambda: f"{p.get('action')} approval expired: nothing ran",
     }.get(event.type)
     text = what() if what else ", ".join(f"{k}={v}" for k, v in sorted(p.items()))
     return f"{event.ts:%H:%M:%S}  {event.project or '-':<14} {event.type:<24} {text}"

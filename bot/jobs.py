@@ -1,9 +1,13 @@
 """Scheduled jobs (APScheduler 3.x on the running loop).
 
-Every replica schedules the same jobs; each job then claims its period in the store
+Every replica schedules the same jobs.  Retention claims its period in the store
 (``Runtime.run_once``), so it runs once fleet-wide per period whatever the number of
-replicas and across restarts.  The schedule only decides how soon after a period starts
-somebody notices; the claim decides who runs it.
+replicas and across restarts: the schedule only decides how soon after a period starts
+somebody notices; the claim decides who runs it.  Approval expiry needs no claim: it is a
+compare-and-set in the store, so every replica runs it every ``APPROVAL_EXPIRY_EVERY``
+and each due approval is expired once, by whichever replica comes first.  Nor does the
+bucket roll-up (every ``BUCKETS_EVERY``): it is idempotent and the store lets one replica
+at a time do the work (``storage.postgres_buckets``).
 """
 
 from __future__ import annotations
@@ -15,20 +19,80 @@ from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from agents.actions import approval_event
+from agents.events import Event
+from storage.autonomy_store import Approval
+from storage.base import Store
+
 log = logging.getLogger(__name__)
 
 # Look every few minutes so an hour's roll-up happens soon after the hour ends.
 RETENTION_EVERY = timedelta(minutes=5)
+# The 5-minute buckets of the current hour: a bucket is rolled up within a minute of its end.
+BUCKETS_EVERY = timedelta(minutes=1)
 FIRST_RUN_AFTER = timedelta(seconds=30)
+# A card may say "pending" up to this long after its approval ran out (a click meanwhile
+# is refused as expired by the store all the same).
+APPROVAL_EXPIRY_EVERY = timedelta(seconds=30)
+
+
+class ApprovalExpiry:
+    """Expire every due approval, each with its ``approval.expired`` event and audit row
+    (``Store.expire_approvals``), then wake the relay so the cards are edited soon.
+
+    The event carries the incident the approval's action is about, so the expiry shows in
+    that incident's thread.  ``event_for`` runs inside the store's transaction and cannot
+    read, so the incidents are read beforehand: each run remembers the incident of every
+    approval still pending, for the run that finds it due.  An approval this process never
+    saw pending (created and due between two runs, or before a restart) expires without
+    one; the notifier then finds the incident from the action."""
+
+    def __init__(
+        self, store: Store, *, wake: Callable[[], None] = lambda: None, source: str = "orch"
+    ) -> None:
+        self._store = store
+        self._wake = wake
+        self._source = source
+        self._incidents: dict[str, str | None] = {}  # action id -> its incident id
+
+    async def run(self) -> list[Approval]:
+        pending = await self._store.pending_approvals()
+        for approval in pending:
+            if approval.action_id not in self._incidents:
+                action = await self._store.get_action(approval.action_id)
+                self._incidents[approval.action_id] = action.incident_id if action else None
+        expired = await self._store.expire_approvals(self._event_for)
+        live = {a.action_id for a in pending} - {a.action_id for a in expired}
+        self._incidents = {k: v for k, v in self._incidents.items() if k in live}
+        if expired:
+            log.info("expired %d approval(s): nothing ran", len(expired))
+            self._wake()
+        return expired
+
+    def _event_for(self, approval: Approval) -> Event:
+        incident_id = self._incidents.get(approval.action_id)
+        return approval_event(incident_id, self._source)(approval)
 
 
 class _Retention(Protocol):
     async def run_once(self) -> object: ...
 
+    async def roll_up_buckets(self) -> object: ...
+
+
+class _Relay(Protocol):
+    def wake(self) -> None: ...
+
 
 class _Runtime(Protocol):
     @property
     def retention(self) -> _Retention: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def relay(self) -> _Relay: ...
 
     async def run_once(
         self, job: str, run: Callable[[], Awaitable[object]], period: str = "hour"
@@ -39,6 +103,7 @@ class JobScheduler:
     def __init__(self, runtime: _Runtime) -> None:
         self._runtime = runtime
         self._scheduler: AsyncIOScheduler | None = None
+        self.approvals = ApprovalExpiry(runtime.store, wake=runtime.relay.wake)
 
     def start(self) -> None:
         # Created here, not in __init__: APScheduler binds to the loop that is running.
@@ -51,6 +116,23 @@ class JobScheduler:
             coalesce=True,
             max_instances=1,
             next_run_time=datetime.now(UTC) + FIRST_RUN_AFTER,
+        )
+        self._scheduler.add_job(
+            self.buckets,
+            "interval",
+            seconds=BUCKETS_EVERY.total_seconds(),
+            id="buckets",
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC) + FIRST_RUN_AFTER,
+        )
+        self._scheduler.add_job(
+            self.expire_approvals,
+            "interval",
+            seconds=APPROVAL_EXPIRY_EVERY.total_seconds(),
+            id="approval-expiry",
+            coalesce=True,
+            max_instances=1,
         )
         self._scheduler.start()
 
@@ -65,3 +147,19 @@ class JobScheduler:
             await self._runtime.run_once("retention", self._runtime.retention.run_once, "hour")
         except Exception:  # a failed run must not kill the scheduler; next hour catches up
             log.exception("the retention job failed")
+
+    async def buckets(self) -> None:
+        """Roll up the sub-hour buckets that ended.  On every replica, without a claim: it
+        is idempotent, the store serialises concurrent runs, and a run with nothing to do
+        costs one query (a claim per minute would cost a job_runs row each)."""
+        try:
+            await self._runtime.retention.roll_up_buckets()
+        except Exception:  # the next minute catches up; uptime is exact meanwhile, slower
+            log.exception("the bucket roll-up job failed")
+
+    async def expire_approvals(self) -> None:
+        """On every replica: expiry is a compare-and-set, each approval expires once."""
+        try:
+            await self.approvals.run()
+        except Exception:  # the store is away: the next run expires what is due then
+            log.exception("the approval expiry job failed")

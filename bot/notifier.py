@@ -7,8 +7,14 @@ templates and queues writes (``storage.slack_store``); ``bot.slack_outbox`` send
 - ``incident.updated`` / ``incident.resolved``: the card re-rendered from the incident
   as stored now (``update_card``: resolved = green with the downtime) and a line in its
   thread (``thread_reply``).
-- Any other event with an ``incident_id`` (actions, approvals, analyses, escalations,
-  suspensions): a line in the thread.
+- ``approval.requested``: the approval card (Approve / Deny, ``approval_card``) in the
+  incident's thread once its card is posted, else in the channel.  ``approval.granted |
+  denied | expired``: that card re-rendered from the approval as stored now (no buttons:
+  who decided and when, or "expired"), and a line in the incident's thread (without an
+  incident: in the approval card's own thread).  An approval card is posted even for a
+  silenced project (it asks a human to decide) and is never folded into a storm.
+- Any other event with an ``incident_id`` (actions, analyses, escalations, suspensions):
+  a line in the thread.
 - ``project.status_changed``, ``project.flapping``, ``metric.*`` (no incident_id): a line
   in the thread of each open incident of that project that already has a card, as probe
   evidence; not in the incident the event itself opens or ends (status and flapping: the
@@ -18,9 +24,13 @@ Every write has a dedupe key (the event id, or ``card:<incident>`` for a card), 
 redelivered event queues nothing twice and a card is posted once whichever replica or
 event asks.  An event whose incident has no card yet queues the card first, in the same
 transaction: an update can never be orphaned by an ``incident.opened`` handled elsewhere
-or later.  A project without an orchestrator goes to ``default_channel`` when given, else
-it is skipped with one log line per project.  Silenced projects (``is_silenced``) get no
-new card and no thread lines; an existing card is still edited, so it does not stay red.
+or later.  An approval card has no incident of its own: it is stored as the card of the
+pseudo incident ``approval:<approval id>`` (``approval_card_id``; dedupe key
+``card:approval:<id>``), so the outbox posts it once and any replica edits it by its
+stored channel and ts like any card.  A project without an orchestrator goes to
+``default_channel`` when given, else it is skipped with one log line per project.
+Silenced projects (``is_silenced``) get no new card and no thread lines; an existing
+card is still edited, so it does not stay red.
 """
 
 from __future__ import annotations
@@ -32,6 +42,10 @@ from typing import Any, Final
 
 from agents.bus import EventBus
 from agents.events import (
+    APPROVAL_DENIED,
+    APPROVAL_EXPIRED,
+    APPROVAL_GRANTED,
+    APPROVAL_REQUESTED,
     EVENT_TYPES,
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
@@ -43,10 +57,11 @@ from agents.events import (
     Event,
 )
 from agents.incidents import down_fingerprint, metric_fingerprint
-from bot.cards import IncidentCardView, TimelineEntry
+from bot.cards import ApprovalView, IncidentCardView, TimelineEntry
 from bot.config import Config
 from bot.render import render_blocks
 from bot.storm import STORM_AFTER, STORM_WINDOW_S, incident_line
+from storage.autonomy_store import Approval
 from storage.base import Incident, Store
 from storage.slack_store import Kind, NewSlackMessage, SlackCard, card_key
 
@@ -57,9 +72,17 @@ INCIDENT_TYPES: Final = frozenset({INCIDENT_OPENED, INCIDENT_UPDATED, INCIDENT_R
 EVIDENCE_TYPES: Final = frozenset(
     {PROJECT_STATUS_CHANGED, PROJECT_FLAPPING, METRIC_ANOMALY, METRIC_RECOVERED}
 )
+APPROVAL_TYPES: Final = frozenset(
+    {APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_EXPIRED}
+)
 # Events never about an incident: not worth a delivery.
 IGNORED: Final = frozenset({"silence.created", "silence.ended", "config.reloaded", "digest.posted"})
 _LOOKUP_LIMIT: Final = 200  # newest incidents of a project searched for an event's incident
+
+
+def approval_card_id(approval_id: str) -> str:
+    """The pseudo incident id an approval card is stored under (``slack_messages``)."""
+    return f"approval:{approval_id}"
 
 
 def _never(_project: str) -> bool:
@@ -108,6 +131,14 @@ class SlackNotifier:
         channel = self._channel(project)
         if channel is None:
             return
+        if event.type in APPROVAL_TYPES:
+            # storm_after=0: an approval card is never folded, its buttons must stay.
+            approval_messages = await self._for_approval(event, channel)
+            if approval_messages and await self._store.slack_enqueue(
+                approval_messages, storm_after=0
+            ):
+                self._wake()
+            return
         if event.type in INCIDENT_TYPES or event.incident_id is not None:
             messages = await self._for_incident_event(event, channel)
         elif event.type in EVIDENCE_TYPES:
@@ -141,6 +172,57 @@ class SlackNotifier:
         if event.type != INCIDENT_OPENED and not silenced:
             messages.append(self._reply(event, incident, card, channel))
         return messages
+
+    async def _for_approval(self, event: Event, channel: str) -> list[NewSlackMessage]:
+        approval_id = event.payload.get("approval_id")
+        approval = (
+            await self._store.get_approval(approval_id) if isinstance(approval_id, str) else None
+        )
+        if approval is None:
+            log.warning("%s %s: approval %s not found; nothing for Slack",
+                        event.type, event.id, approval_id)  # fmt: skip
+            return []
+        incident = await self._approval_incident(event, approval)
+        key = approval_card_id(approval.id)
+        card = await self._store.slack_card(key)
+        incident_card = await self._store.slack_card(incident.id) if incident else None
+        # Rendered from the approval as stored now: a card queued late shows the outcome.
+        view = ApprovalView.of(approval, incident.summary if incident else "")
+        message = render_blocks("approval_card.json.j2", approval=view)
+        messages = []
+        if card is None:
+            payload: dict[str, Any] = {"message": message}
+            if incident_card is not None and incident_card.thread_ts is not None:
+                payload["message"] = {**message, "thread_ts": incident_card.thread_ts}
+            elif incident is not None:  # its card is still queued: the outbox threads it
+                payload["thread_of"] = incident.id
+            messages.append(NewSlackMessage(channel, "post_card", card_key(key), payload, key,
+                                            event.ts))  # fmt: skip
+        elif event.type != APPROVAL_REQUESTED:
+            update_key = f"{event.id}:update:{key}"
+            messages.append(NewSlackMessage(channel, "update_card", update_key,
+                                            {"message": message}, key, event.ts))  # fmt: skip
+        if event.type == APPROVAL_REQUESTED or self._is_silenced(approval.project):
+            return messages  # the card itself is the request's line in the thread
+        if incident is not None and incident_card is not None:
+            messages.append(self._reply(event, incident, incident_card, channel))
+        elif incident is None:  # the decision goes under the approval card itself
+            entry = TimelineEntry.from_event(event)
+            reply = {"message": render_blocks("timeline_line.json.j2", entry=entry)}
+            messages.append(NewSlackMessage(channel, "thread_reply", f"{event.id}:reply:{key}",
+                                            reply, key, event.ts))  # fmt: skip
+        return messages
+
+    async def _approval_incident(self, event: Event, approval: Approval) -> Incident | None:
+        """The incident the approval's action is about: the event says, else the action
+        (an expiry swept without knowing it, a request that came without one)."""
+        incident_id = event.incident_id
+        if incident_id is None:
+            action = await self._store.get_action(approval.action_id)
+            incident_id = action.incident_id if action is not None else None
+        if incident_id is None:
+            return None
+        return await self._find_incident(approval.project, incident_id)
 
     async def _evidence(self, event: Event, channel: str) -> list[NewSlackMessage]:
         project = event.project
@@ -213,8 +295,10 @@ class SlackNotifier:
 
     # -- lookups ---------------------------------------------------------------------------
     async def _incident(self, event: Event) -> Incident | None:
-        wanted = event.incident_id
-        rows = await self._store.list_incidents(project=event.project, limit=_LOOKUP_LIMIT)
+        return await self._find_incident(event.project, event.incident_id)
+
+    async def _find_incident(self, project: str | None, wanted: str | None) -> Incident | None:
+        rows = await self._store.list_incidents(project=project, limit=_LOOKUP_LIMIT)
         return next((i for i in rows if i.id == wanted), None)
 
     def _channel(self, project: str) -> str | None:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from agents.autofixer import AutoFixer
 from agents.bus import EventBus
 from agents.bus_factory import make_bus
 from agents.clock import Clock, SystemClock
 from agents.coordination import LeaseKeeper, default_replica_id
-from agents.events import ESCALATION_RAISED, Event
+from agents.escalation import Escalator, dead_letter_escalation
+from agents.events import Event
+from agents.executor import ActionExecutor
 from agents.health import STATUSES, HealthMonitor
 from agents.incidents import IncidentManager
 from agents.metrics_analyzer import MetricsAnalyzer
@@ -32,10 +34,11 @@ from agents.probe import ProbeClient
 from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
 from agents.retention import RetentionJob
-from bot.config import Config
+from bot.config import Config, Project
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
 from bot.notifier import SlackNotifier
+from bot.secrets import control_secret
 from bot.settings import Settings
 from bot.slack.home_refresh import HomeRefresher
 from bot.slack.service import build_slack
@@ -115,6 +118,28 @@ class Runtime:
         self.result_listeners: list[ResultListener] = list(self.options.extra_result_listeners)
         self._session: aiohttp.ClientSession | None = None
         self.monitor: ProjectMonitor | None = None
+        # Acting: the Auto-Fixer decides (for the projects this replica polls), escalates
+        # what it must not or cannot fix.
+        self.escalator = Escalator(
+            self.store, lambda: self.config, lambda: self._session, clock=self.clock,
+            wake=self.relay.wake,
+        )  # fmt: skip
+        self.autofixer = AutoFixer(
+            self.store, lambda: self.config, self.escalator, clock=self.clock,
+            wake=self.relay.wake, replica_id=self.replica_id, held=self._polled,
+            is_flapping=self.health.is_flapping,
+        )  # fmt: skip
+        self.autofixer.register(self.bus)
+        # Running what was decided (by the Auto-Fixer, a person, an approval): signed
+        # /control calls or configured commands, verified by probing again.
+        self._prober: ProbeClient | None = None
+        self.executor = ActionExecutor(
+            self.store, lambda: self.config, lambda: self._session, self._probe,
+            lambda project: control_secret(project, self.config, settings.env),
+            self.replica_id, clock=self.clock, wake=self.relay.wake,
+            command_env=settings.command_env(),
+        )  # fmt: skip
+        self.executor.register(self.bus)
         self.web: WebServer | None = None
         self.keeper = LeaseKeeper(
             self.store,
@@ -146,7 +171,7 @@ class Runtime:
         )
         self._session = aiohttp.ClientSession(connector=connector)
         self._started.append("session")
-        prober = ProbeClient(self._session, self.clock)
+        self._prober = prober = ProbeClient(self._session, self.clock)
         self.monitor = ProjectMonitor(
             prober.probe,
             self._on_result,
@@ -158,6 +183,10 @@ class Runtime:
         await self.keeper.start()  # its first beat hands the monitor this replica's share
         self._started.append("leases")
         self._leased_before = True  # from now on, a newly held project is a takeover
+        await self.executor.start()
+        self._started.append("executor")
+        await self.autofixer.start()
+        self._started.append("autofixer")
         self.scheduler.start()
         self._started.append("scheduler")
         if self.slack is not None:
@@ -183,6 +212,8 @@ class Runtime:
             "slack-outbox": lambda: self.slack_outbox.stop() if self.slack_outbox else _nothing(),
             "slack": self._stop_slack,
             "scheduler": self.scheduler.stop,
+            "autofixer": self.autofixer.stop,
+            "executor": self.executor.stop,
             "leases": self._hand_back,
             "monitor": lambda: self.monitor.stop() if self.monitor else _nothing(),
             "session": lambda: self._session.close() if self._session else _nothing(),
@@ -210,6 +241,13 @@ class Runtime:
             return False
         await run()
         return True
+
+    async def _probe(self, project: Project) -> ProbeResult:
+        assert self._prober is not None, "probed before start"
+        return await self._prober.probe(project)
+
+    def _polled(self) -> Collection[str]:
+        return self.monitor.projects if self.monitor is not None else ()
 
     async def _on_leases(self, held: frozenset[str]) -> None:
         """The keeper's set changed: poll exactly the held projects."""
@@ -286,22 +324,8 @@ class Runtime:
             await self.slack.stop()
 
     async def _dead_letter(self, role: str, event: Event, error: str) -> None:
-        """An event a consumer role failed on five times: tell the humans. The id is
-        derived from the dead entry, so a repeated callback stores one escalation."""
-        escalation = Event(
-            id=uuid.uuid5(uuid.NAMESPACE_URL, f"orch:dead:{role}:{event.id}").hex,
-            type=ESCALATION_RAISED,
-            ts=self.clock.now(),
-            source="bus",
-            project=event.project,
-            incident_id=event.incident_id,
-            payload={
-                "reason": "dead_letter",
-                "context": {"role": role, "event_id": event.id, "event_type": event.type,
-                            "error": error[:500]},
-            },
-        )  # fmt: skip
-        await self.relay.emit([escalation])
+        """An event a consumer role failed on five times: tell the humans."""
+        await self.relay.emit([dead_letter_escalation(role, event, error, self.clock.now())])
 
     def _health(self) -> dict[str, object]:
         return {"projects": len(self.config.projects), "statuses": self.health.statuses()}

@@ -10,6 +10,11 @@ from pathlib import Path
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "projects.yml"
 
 
+# Passed on to control commands (agents.command_adapter); everything else is withheld.
+COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "KUBECONFIG",
+               "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Settings:
     config_path: Path = DEFAULT_CONFIG
@@ -26,6 +31,11 @@ class Settings:
     anthropic_base_url: str | None = None
     claude_model: str = "claude-sonnet-4-5"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for secret lookups
+
+    def command_env(self) -> dict[str, str]:
+        """The environment a configured control command runs with: what finding and
+        running a program needs, none of orch's secrets."""
+        return {k: self.env[k] for k in COMMAND_ENV if k in self.env}
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -52,6 +52,9 @@ from storage.slack_store import SlackOutboxRow
 
 log = logging.getLogger(__name__)
 
+# How many times (about a second apart) a card waits for the card whose thread it joins.
+PARENT_WAITS = 10
+
 
 class SlackOutbox:
     def __init__(
@@ -243,7 +246,7 @@ class SlackOutbox:
         self._api.session = self._client.session  # SlackService sets it when it starts
         message: dict[str, Any] = dict(row.payload.get("message") or {})
         if row.kind == "post_card":
-            return (await self._api.chat_postMessage(channel=row.channel, **message)).data  # type: ignore[return-value]
+            return await self._post_card(row, message)
         if row.kind == "storm":
             storm = await self._store.slack_storm(row.storm_id or 0)
             if storm is None:
@@ -270,6 +273,23 @@ class SlackOutbox:
                 channel=card.channel, thread_ts=card.thread_ts, **message
             )
         return response.data  # type: ignore[return-value]
+
+    async def _post_card(
+        self, row: SlackOutboxRow, message: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A card; one that belongs in another card's thread (an approval asked about an
+        incident whose card was still queued) waits for that card, a while."""
+        channel = row.channel
+        parent_id = row.payload.get("thread_of")
+        if parent_id and "thread_ts" not in message:
+            parent = await self._store.slack_card(str(parent_id))
+            if parent is not None and parent.thread_ts is not None:
+                channel, message = parent.channel, {**message, "thread_ts": parent.thread_ts}
+            elif row.attempts < PARENT_WAITS:
+                await self._store.slack_defer(row.id, self.owner, 1.0, "waiting for its card")
+                return None
+            # else: the incident's card never went out; the channel is better than nothing
+        return (await self._api.chat_postMessage(channel=channel, **message)).data  # type: ignore[return-value]
 
     async def _done(self, row: SlackOutboxRow, state: str, error: str) -> None:
         await self._store.slack_mark_done(row.id, self.owner, state=state, error=error)

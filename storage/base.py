@@ -20,6 +20,7 @@ from agents.events import Event
 from storage.autonomy_store import AutonomyStore
 from storage.budget_store import BudgetStore
 from storage.coordination import CoordinationStore
+from storage.execution_store import ExecutionStore
 from storage.operations_store import OperationsStore
 from storage.slack_store import SlackStore
 
@@ -90,8 +91,17 @@ EventFor = Callable[[Incident], Event]
 
 # leases, heartbeats, jobs: storage.coordination; the Slack outbox: storage.slack_store
 # silences, acks, action requests: storage.operations_store; approvals, audit log:
-# storage.autonomy_store; remediation budget, suspensions, analyses: storage.budget_store
-class Store(CoordinationStore, SlackStore, OperationsStore, AutonomyStore, BudgetStore, Protocol):
+# storage.autonomy_store; remediation budget, suspensions, analyses: storage.budget_store;
+# running actions: storage.execution_store
+class Store(
+    CoordinationStore,
+    SlackStore,
+    OperationsStore,
+    AutonomyStore,
+    BudgetStore,
+    ExecutionStore,
+    Protocol,
+):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         ...
@@ -223,6 +233,14 @@ class Store(CoordinationStore, SlackStore, OperationsStore, AutonomyStore, Budge
         """Re-compute the roll-ups of every hour that ended by ``until`` and has raw rows
         written since it was last rolled up (late rows included); return how many
         (project, hour) pairs were rolled up.  Idempotent: a second call returns 0."""
+        ...
+
+    async def rollup_buckets(self, until: datetime) -> int:
+        """Bring up to date whatever the store keeps to answer ``uptime`` for hours not
+        rolled up yet (PostgreSQL: 5-minute buckets, ``storage.postgres_buckets``), for the
+        buckets that ended by ``until``; return how many (project, bucket) pairs it
+        recomputed.  Meant to run every minute.  Speed only: ``uptime``'s answers are the
+        same whether or not it ran.  A store that reads those hours raw returns 0."""
         ...
 
     async def apply_retention(

@@ -8,9 +8,8 @@ Tables (``migrations/*/0006_operations.sql``):
   ends_at`` and it was not ended by then.  A silence that runs out keeps ``ended_at`` NULL
   (nothing has to happen at expiry); creating a new one closes the old row first.
 - ``incidents.acked_at`` / ``acked_by``: who took an incident on.
-- ``actions``: a request to run an action on a project.  This issue only records it
-  (``state = 'requested'``); issue "Autonomy" adds approval and execution states, which
-  is why ``state`` is not CHECK-constrained.
+- ``actions``: a request to run an action on a project, from ``requested`` on; approval
+  (``storage.autonomy_store``) and execution (``storage.execution_store``) move it on.
 
 Every change commits with the event that announces it, built by the caller's
 ``event_for`` from the row as stored (as for incidents).  Times are database time
@@ -53,14 +52,21 @@ class Silence:
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest:
-    id: str
+    id: str  # also the idempotency key of its /control call
     project: str
     action: str  # restart | pause | resume | clear_cache
-    requested_by: str  # a Slack user id, or an agent's name
+    requested_by: str  # a Slack user id, an OS user, or an agent's name
     reason: str
-    state: str  # requested (later issues add approval and execution states)
+    state: str  # storage.execution_store: requested ... verified | failed
     needs_approval: bool
     created_at: datetime
+    incident_id: str | None = None  # the incident it is about (its thread tells the story)
+    origin: str = "user"  # user | operator | autofix | claude: who decided to act
+    outcome: str | None = None  # what the project answered: accepted | refused | unknown
+    error: str | None = None  # why it failed, for people
+    executor: str | None = None  # the replica that ran it
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +158,12 @@ class OperationsStore(Protocol):
         reason: str,
         needs_approval: bool,
         event_for: ActionEventFor,
+        *,
+        incident_id: str | None = None,
+        origin: str = "user",
     ) -> ActionRequest:
         """Record a request (state ``requested``, created now) with its event in one
-        transaction."""
+        transaction.  ``origin``: one of ``storage.execution_store.ORIGINS``."""
         ...
 
     async def get_action(self, action_id: str) -> ActionRequest | None: ...

@@ -23,9 +23,11 @@ from agents.events import Event
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord
 from storage.migrate import load_migrations
 from storage.postgres_autonomy import PostgresAutonomy
+from storage.postgres_buckets import mark_buckets
 from storage.postgres_budget import PostgresBudget
 from storage.postgres_connect import create_pool
 from storage.postgres_coordination import PostgresCoordination
+from storage.postgres_execution import PostgresExecution
 from storage.postgres_migrate import apply_migrations
 from storage.postgres_operations import PostgresOperations
 from storage.postgres_rollups import PostgresRollups, mark_dirty
@@ -55,6 +57,7 @@ TABLES = ("probes", "metric_samples", "events", "incidents")
 # roll-ups, retention, uptime: postgres_rollups; leases, jobs: postgres_coordination
 # Slack outbox: postgres_slack; silences, acks, action requests: postgres_operations
 # approvals, audit log: postgres_autonomy; remediation budget, analyses: postgres_budget
+# running actions: postgres_execution
 class PostgresStore(
     PostgresRollups,
     PostgresCoordination,
@@ -62,6 +65,7 @@ class PostgresStore(
     PostgresOperations,
     PostgresAutonomy,
     PostgresBudget,
+    PostgresExecution,
 ):
     def __init__(
         self,
@@ -138,13 +142,14 @@ class PostgresStore(
             async with self.transaction() as conn:  # for writes that must commit with them
                 await _copy(conn, "probes", rows, PROBE_COLUMNS)
                 await mark_dirty(conn, ((r[0], r[1]) for r in rows))  # (project, ts)
+                await mark_buckets(conn, [r[1] for r in rows])  # storage.postgres_buckets
 
     async def add_metric_samples(self, samples: Sequence[MetricSample]) -> None:
-        rows = sample_rows(samples)
+        rows = sample_rows(samples)  # a row per probe instant, holding its samples
         if rows:
             async with self.transaction() as conn:
                 await _copy(conn, "metric_samples", rows, SAMPLE_COLUMNS)
-                await mark_dirty(conn, ((r[0], r[2]) for r in rows))  # (project, ts)
+                await mark_dirty(conn, ((r[0], r[1]) for r in rows))  # (project, ts)
 
     async def recent_probes(self, project: str, limit: int = 50) -> list[ProbeRecord]:
         rows = await self._fetch(SQL.recent_probes, project, check_limit(limit))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from storage.base import EventFor, Incident
+from storage.execution_store import action_columns, check_origin
 from storage.operations_store import (
     REQUESTED,
     ActionEventFor,
@@ -43,7 +44,7 @@ from storage.postgres_sql import INCIDENT_COLUMNS, TIME, as_utc, aware, insert_e
 from storage.rows import action_from_row, check_limit, incident_from_row, silence_from_row
 
 _SILENCE = "id, project, starts_at, ends_at, reason, created_by, ended_at, ended_by"
-_ACTION = "id, project, action, requested_by, reason, state, needs_approval, created_at"
+_ACTION = action_columns("")
 # $1 is the instant asked about; NULL asks about the server's now().
 _AT = "coalesce($1::timestamptz, now())"
 _ACTIVE = f"starts_at <= {_AT} AND ends_at > {_AT} AND (ended_at IS NULL OR ended_at > {_AT})"
@@ -74,8 +75,9 @@ _ACK = f"""
     UPDATE incidents SET acked_at = coalesce($3::timestamptz, now()), acked_by = $2
     WHERE id = $1 AND state = 'open' RETURNING {INCIDENT_COLUMNS}"""
 _INSERT_ACTION = f"""
-    INSERT INTO actions ({_ACTION})
-    VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING {_ACTION}"""
+    INSERT INTO actions (id, project, action, requested_by, reason, state, needs_approval,
+                         created_at, incident_id, origin)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9) RETURNING {_ACTION}"""
 
 
 class PostgresOperations:
@@ -165,12 +167,14 @@ class PostgresOperations:
         reason: str,
         needs_approval: bool,
         event_for: ActionEventFor,
+        *,
+        incident_id: str | None = None,
+        origin: str = "user",
     ) -> ActionRequest:
-        args = (uuid.uuid4().hex, project, action, requested_by, reason, REQUESTED)
+        args = (uuid.uuid4().hex, project, action, requested_by, reason, REQUESTED,
+                bool(needs_approval), incident_id, check_origin(origin))  # fmt: skip
         async with self.transaction() as conn:
-            request = action_from_row(
-                await conn.fetchrow(_INSERT_ACTION, *args, bool(needs_approval)), TIME
-            )
+            request = action_from_row(await conn.fetchrow(_INSERT_ACTION, *args), TIME)
             await insert_events(conn, [event_for(request)])
         return request
 

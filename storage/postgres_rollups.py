@@ -12,6 +12,9 @@ A writer that committed meanwhile changed gen (the delete waits for its lock, th
 the new gen and skips the row); a writer that comes after the delete re-inserts the
 mark.  Either way the hour is recomputed on the next run.  Two roll-ups at once are safe
 (upserts of the same values) but wasteful; the runtime runs one fleet-wide (a lease).
+
+The hours not rolled up (dirty, or the partial ones at a window's edges) are read from
+5-minute buckets kept the same way: ``storage.postgres_buckets``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from storage.base import MetricHour, ProbeHour
+from storage.postgres_buckets import add_bucket_totals, delete_buckets, rollup_buckets
 from storage.postgres_sql import TIME
 from storage.rollups import (
     HOUR,
@@ -72,9 +76,18 @@ _COVER_DIRTY = _cover(_DIRTY, "$1", "$2", "d.hour", ", d.hour")
 # Probes that can cover time in [$2, $3), all inside the hour $5 ($1 is
 # ``storage.rollups.scan_from($2)``); a time range, which the BRIN index on ts serves.
 _RANGE = "probes p WHERE p.ts >= $1 AND p.ts < $3"
+# Or ($1 a clean 5-minute bucket ending at $2) the probes of [$2, $3) and, per project,
+# the last probe of bucket $1 from its probe_bucket row: no other earlier probe's span
+# reaches $2 (storage.postgres_buckets).
+_CARRY = (
+    "(SELECT project, ts, id, level, latency_ms FROM probes WHERE ts >= $2 AND ts < $3"
+    " UNION ALL SELECT project, last_ts, 0, last_level, NULL FROM probe_bucket"
+    " WHERE bucket = $1 AND last_ts IS NOT NULL) p WHERE true"
+)
 _PROJECTS = " AND ({col} = ANY(${n}::text[]) OR ${n}::text[] IS NULL)"
-_COVER_RANGE = _cover(
-    _RANGE + _PROJECTS.format(col="p.project", n=4), "$2", "$3", "$5::timestamptz", ""
+# Only the projects whose hour $5 is dirty (the others read its roll-up).
+_DIRTY_ONLY = (
+    " AND EXISTS (SELECT 1 FROM rollup_dirty d WHERE d.project = p.project AND d.hour = $5)"
 )
 
 _ROLLUP_PROBES = f"""
@@ -100,18 +113,29 @@ _ROLLUP_DAY = """
     GROUP BY h.project ORDER BY h.project
     ON CONFLICT (project, day) DO UPDATE SET probes = EXCLUDED.probes,
         failed = EXCLUDED.failed, observed_us = EXCLUDED.observed_us, up_us = EXCLUDED.up_us"""
+# metric_samples holds a row per probe instant, its samples in the parallel arrays
+# names/vals (migrations/postgres/0008): unnested here into (metric, value).
 _ROLLUP_METRICS = """
     INSERT INTO metric_hourly (project, metric, hour, n, min, avg, max)
-    SELECT s.project, s.metric, $1, count(*), min(s.value), avg(s.value), max(s.value)
+    SELECT s.project, u.metric, $1, count(*), min(u.value), avg(u.value), max(u.value)
     FROM metric_samples s JOIN rollup_dirty d ON d.project = s.project AND d.hour = $1
+         CROSS JOIN LATERAL unnest(s.names, s.vals) AS u(metric, value)
     -- float8 NaN equals NaN in PostgreSQL, so NOT IN drops it with the infinities.
-    WHERE s.ts >= $1 AND s.ts < $2 AND s.value NOT IN ('NaN', 'Infinity', '-Infinity')
-    GROUP BY s.project, s.metric ORDER BY s.project, s.metric
+    WHERE s.ts >= $1 AND s.ts < $2 AND u.value NOT IN ('NaN', 'Infinity', '-Infinity')
+    GROUP BY s.project, u.metric ORDER BY s.project, u.metric
     ON CONFLICT (project, metric, hour) DO UPDATE SET n = EXCLUDED.n, min = EXCLUDED.min,
         avg = EXCLUDED.avg, max = EXCLUDED.max"""
+# Marks are locked in project order first, the order writers take them in (mark_dirty
+# sorts), so a writer and the roll-up wait for each other instead of deadlocking.
 _CLEAR_MARKS = """
+    WITH locked AS (
+        SELECT d.project FROM rollup_dirty d
+        JOIN unnest($2::text[], $3::bigint[]) AS m(project, gen)
+             ON d.project = m.project AND d.gen = m.gen
+        WHERE d.hour = $1 ORDER BY d.project FOR UPDATE OF d)
     DELETE FROM rollup_dirty d USING unnest($2::text[], $3::bigint[]) AS m(project, gen)
-    WHERE d.hour = $1 AND d.project = m.project AND d.gen = m.gen"""
+    WHERE d.hour = $1 AND d.project = m.project AND d.gen = m.gen
+      AND d.project IN (SELECT project FROM locked)"""
 
 # $1 since, $2 until, $3/$8 the hours to read, $4/$5 whole hours, $6 raw horizon,
 # $7 projects.
@@ -140,10 +164,18 @@ def _raw_totals(cover: str) -> str:
         FROM ({cover}) c GROUP BY project"""
 
 
-_RAW_DIRTY = _raw_totals(
-    _cover(_DIRTY + _PROJECTS.format(col="d.project", n=3), "$1", "$2", "d.hour", ", d.hour")
-)
-_RAW_RANGE = _raw_totals(_COVER_RANGE)
+def _raw_piece(source: str, dirty_only: bool) -> str:
+    where = _PROJECTS.format(col="p.project", n=4) + (_DIRTY_ONLY if dirty_only else "")
+    return _raw_totals(_cover(source + where, "$2", "$3", "$5::timestamptz", ""))
+
+
+# Totals of [$2, $3) inside hour $5 for projects $4, keyed by (carry-in from a bucket,
+# dirty (project, hour) pairs only).
+_RAW_PIECE = {
+    (carry, dirty): _raw_piece(_CARRY if carry else _RANGE, dirty)
+    for carry in (False, True)
+    for dirty in (False, True)
+}
 
 
 class PostgresRollups:
@@ -174,6 +206,10 @@ class PostgresRollups:
                     )
         return rolled
 
+    async def rollup_buckets(self, until: datetime) -> int:
+        async with self._acquire() as conn:
+            return await rollup_buckets(conn, until)  # storage.postgres_buckets
+
     async def apply_retention(
         self, now: datetime, raw_days: float = 7, rollup_days: float = 400
     ) -> dict[str, int]:
@@ -186,22 +222,24 @@ class PostgresRollups:
             kept = await conn.fetchval("SELECT raw_kept_from FROM raw_horizon FOR UPDATE")
             first_dirty = await conn.fetchval(_FIRST_DIRTY, kept)
             cut = raw_cut if first_dirty is None else min(raw_cut, first_dirty)
-            for table in ("probes", "metric_samples"):  # fixed names, never input
+            # Counted in samples, as SQLite counts them: a wide row holds several.
+            for table, counted in (("probes", "1"), ("metric_samples", "cardinality(r.names)")):
                 # The anti-join spares rows whose mark committed after first_dirty was read.
-                status = await conn.execute(
-                    f"DELETE FROM {table} r WHERE r.ts < $1 AND NOT EXISTS (SELECT 1"
-                    " FROM rollup_dirty d WHERE d.project = r.project AND d.hour >= $2"
-                    " AND d.hour = date_trunc('hour', r.ts, 'UTC'))",
+                deleted[table] = await conn.fetchval(
+                    f"WITH gone AS (DELETE FROM {table} r WHERE r.ts < $1 AND NOT EXISTS"
+                    " (SELECT 1 FROM rollup_dirty d WHERE d.project = r.project"
+                    " AND d.hour >= $2 AND d.hour = date_trunc('hour', r.ts, 'UTC'))"
+                    f" RETURNING {counted} AS n) SELECT coalesce(sum(n), 0)::bigint FROM gone",
                     cut,
                     kept,
-                )
-                deleted[table] = _count(status)
+                )  # fixed names, never input
             # The horizon stays before any such spared hour, or its mark would be dropped.
             first_dirty = await conn.fetchval(_FIRST_DIRTY, kept)
             cut = cut if first_dirty is None else min(cut, first_dirty)
             await conn.execute(
                 "UPDATE raw_horizon SET raw_kept_from = greatest(raw_kept_from, $1)", cut
             )
+            await delete_buckets(conn)  # a cache of raw rows: not counted in ``deleted``
             for table, column in _ROLLUP_TABLES:
                 status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", rollup_cut)
                 deleted[table] = _count(status)
@@ -242,14 +280,22 @@ class PostgresRollups:
                         rhi,
                     )
                     add_totals(totals, rows)
+            # Whole hours not rolled up yet, then the edges at or after the horizon (older
+            # ones came from the roll-ups above, scaled): 5-minute buckets where clean,
+            # raw probes for stale buckets and pieces shorter than a bucket.
             lo = max(w.whole_from, kept)
-            if lo < w.whole_to:  # whole hours not rolled up yet: from raw rows
-                add_totals(totals, await conn.fetch(_RAW_DIRTY, lo, w.whole_to, names))
-            for edge_lo, edge_hi in w.edges:
-                hour = floor_hour(edge_lo)
-                if hour >= kept:  # older edges came from the roll-ups above, scaled
-                    scan = scan_from(edge_lo)
-                    rows = await conn.fetch(_RAW_RANGE, scan, edge_lo, edge_hi, names, hour)
+            parts = [(lo, w.whole_to, True)] if lo < w.whole_to else []
+            parts += [(a, b, False) for a, b in w.edges if floor_hour(a) >= kept]
+            for part_lo, part_hi, dirty_only in parts:
+                pieces = await add_bucket_totals(
+                    conn, totals, part_lo, part_hi, names, dirty_hours_only=dirty_only
+                )
+                for piece_lo, piece_hi, before in pieces:
+                    sql = _RAW_PIECE[before is not None, dirty_only]
+                    start = scan_from(piece_lo) if before is None else before
+                    rows = await conn.fetch(
+                        sql, start, piece_lo, piece_hi, names, floor_hour(piece_lo)
+                    )
                     add_totals(totals, rows)
         return uptime_percent(totals)
 

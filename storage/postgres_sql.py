@@ -8,6 +8,7 @@ client's local time, and SQLite refuses it too, so the two stores agree.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -31,6 +32,15 @@ def aware(dt: datetime) -> datetime:
     return dt
 
 
+def check_sample_types(metric: Any, value: Any) -> None:
+    """The TypeError asyncpg raised for a wrong type when samples were one column each: an
+    array element's error would be a ValueError, and a None would be a NULL element (which
+    the table refuses, but only once the batch is on the server)."""
+    if not isinstance(metric, str):
+        raise TypeError(f"expected str, got {type(metric).__name__}")
+    math.isfinite(value)  # float8's encoder takes what this takes: "must be real number"
+
+
 def as_utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo is UTC else dt.astimezone(UTC)
 
@@ -46,13 +56,15 @@ TIME = TimeCodec(as_utc)
 # -- probes and samples ----------------------------------------------------------------
 
 PROBE_COLUMNS = ("project", "ts", "level", "latency_ms", "reason", "http_status", "probe")
-SAMPLE_COLUMNS = ("project", "metric", "ts", "value")
+# metric_samples holds one row per probe instant: names[i] is the metric of vals[i]
+# (migrations/postgres/0008 says why).
+SAMPLE_COLUMNS = ("project", "ts", "names", "vals")
 
 
 # attrgetter builds each row tuple in C: about 3× faster than a Python function per row,
 # which matters at COPY rates (hundreds of thousands of rows a second).
 _probe_fields = attrgetter(*PROBE_COLUMNS)
-_sample_fields = attrgetter(*SAMPLE_COLUMNS)
+_NO_PROJECT: Any = object()  # unequal to every project: the first sample starts a row
 
 
 def probe_rows(probes: Sequence[ProbeRecord]) -> list[tuple[Any, ...]]:
@@ -64,14 +76,33 @@ def probe_rows(probes: Sequence[ProbeRecord]) -> list[tuple[Any, ...]]:
 
 
 def sample_rows(samples: Sequence[MetricSample]) -> list[tuple[Any, ...]]:
-    """COPY rows in ``SAMPLE_COLUMNS`` order (NaN is a float8 value as is)."""
-    rows: list[tuple[Any, ...]] = list(map(_sample_fields, samples))
-    for row in rows:
-        aware(row[2])
+    """COPY rows in ``SAMPLE_COLUMNS`` order: consecutive samples of one (project, ts)
+    share a row, in their order (NaN is a float8 value as is); a (project, ts) that comes
+    back later just starts another row.  ValueError (nothing sent) on a naive ts,
+    TypeError on a metric that is no str or a value that is no real number."""
+    rows: list[tuple[Any, ...]] = []
+    names: list[Any] = []
+    vals: list[Any] = []
+    project: Any = _NO_PROJECT
+    ts: Any = None
+    # One pass, no call per well-typed sample: a probe's samples share one datetime object,
+    # so the identity test is what usually decides.  Only a sample that starts a row is checked
+    # for a naive ts: the others equal its (aware) ts, and no naive datetime equals one.
+    for s in samples:
+        p, t, m, v = s.project, s.ts, s.metric, s.value
+        if m.__class__ is not str or v.__class__ is not float:
+            check_sample_types(m, v)
+        if (t is not ts or p != project) and not (t == ts and p == project):
+            project, ts, names, vals = p, aware(t), [m], [v]
+            rows.append((p, t, names, vals))
+        else:
+            names.append(m)
+            vals.append(v)
     return rows
 
 
 def sample_from_row(row: Any) -> MetricSample:
+    """A row of ``SQL.metric_series`` (one sample: project, metric, ts, value)."""
     project, metric, ts, value = row
     return MetricSample(project, as_utc(ts), metric, value)
 
@@ -137,9 +168,12 @@ class SQL:
         f"SELECT {', '.join(PROBE_COLUMNS)} FROM probes WHERE project = $1"
         " ORDER BY ts DESC, id DESC LIMIT $2"
     )
+    # The project's rows since $3 from the (project, ts) index, unnested; equal timestamps
+    # keep insertion order: the row's id, then the position in its arrays.
     metric_series = (
-        f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM metric_samples"
-        " WHERE project = $1 AND metric = $2 AND ts >= $3 ORDER BY ts, id"
+        "SELECT s.project, u.metric, s.ts, u.value FROM metric_samples s,"
+        " unnest(s.names, s.vals) WITH ORDINALITY AS u(metric, value, i)"
+        " WHERE s.project = $1 AND s.ts >= $3 AND u.metric = $2 ORDER BY s.ts, s.id, u.i"
     )
     insert_event = (
         f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
@@ -187,7 +221,8 @@ class SQL:
         " ON CONFLICT DO NOTHING RETURNING event_id"
     )
     count_rows = (
-        "SELECT (SELECT count(*) FROM probes), (SELECT count(*) FROM metric_samples),"
+        "SELECT (SELECT count(*) FROM probes),"
+        " (SELECT coalesce(sum(cardinality(names)), 0) FROM metric_samples),"
         " (SELECT count(*) FROM events), (SELECT count(*) FROM incidents)"
     )
 

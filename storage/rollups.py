@@ -47,7 +47,11 @@ hours and for the partial hours at the window's edges; and, for a partial edge h
 than the horizon, its roll-up scaled by the share of the hour inside the window (assuming
 the hour was uniform).  Its cost is a row per day and project, up to two days of hourly
 rows, and the raw rows not rolled up yet (the current hour, and the last one until the
-job has run), whatever the history's length.
+job has run), whatever the history's length.  PostgreSQL also keeps each probe's span
+clipped to 5-minute buckets (``storage.postgres_buckets``, rolled up every minute by
+``rollup_buckets``) and reads dirty hours and partial edge hours from those, leaving raw
+only the buckets not rolled up yet and the pieces shorter than a bucket: the same
+answers, to the bit.
 """
 
 from __future__ import annotations

@@ -113,8 +113,12 @@ def silence_from_row(row: Any, t: TimeCodec) -> Silence:
 
 
 def action_from_row(row: Any, t: TimeCodec) -> ActionRequest:
-    id_, project, action, by, reason, state, needs, created = row
-    return ActionRequest(id_, project, action, by, reason, state, bool(needs), t.decode(created))
+    """Columns in ActionRequest's order (``storage.execution_store.action_columns``)."""
+    (id_, project, action, by, reason, state, needs, created, incident_id, origin, outcome,
+     error, executor, started, finished) = row  # fmt: skip
+    return ActionRequest(id_, project, action, by, reason, state, bool(needs), t.decode(created),
+                         incident_id, origin, outcome, error, executor, t.decode_opt(started),
+                         t.decode_opt(finished))  # fmt: skip
 
 
 def approval_from_row(row: Any, t: TimeCodec) -> Approval:

@@ -47,6 +47,7 @@ from storage.sqlite_codec import (
     to_us,
 )
 from storage.sqlite_coordination import SQLiteCoordination
+from storage.sqlite_execution import SQLiteExecution
 from storage.sqlite_operations import SQLiteOperations
 from storage.sqlite_rollups import SQLiteRollups, mark_dirty
 from storage.sqlite_slack import SQLiteSlack
@@ -61,7 +62,13 @@ _ID_CHUNK = 500  # ids per IN (...) list; SQLite's default parameter limit is 32
 # Slack outbox: sqlite_slack; silences, acks, action requests: sqlite_operations
 # approvals, audit log: sqlite_autonomy; remediation budget, analyses: sqlite_budget
 class SQLiteStore(
-    SQLiteRollups, SQLiteCoordination, SQLiteSlack, SQLiteOperations, SQLiteAutonomy, SQLiteBudget
+    SQLiteRollups,
+    SQLiteCoordination,
+    SQLiteSlack,
+    SQLiteOperations,
+    SQLiteAutonomy,
+    SQLiteBudget,
+    SQLiteExecution,
 ):
     def __init__(
         self,

@@ -22,6 +22,7 @@ import aiosqlite
 from agents.clock import Clock
 from agents.events import Event
 from storage.base import EventFor, Incident
+from storage.execution_store import action_columns, check_origin
 from storage.operations_store import (
     REQUESTED,
     ActionEventFor,
@@ -37,7 +38,7 @@ from storage.rows import action_from_row, check_limit, incident_from_row, silenc
 from storage.sqlite_codec import INCIDENT_COLUMNS, SQL, TIME, event_row, from_us, to_us
 
 _SILENCE = "id, project, starts_at_us, ends_at_us, reason, created_by, ended_at_us, ended_by"
-_ACTION = "id, project, action, requested_by, reason, state, needs_approval, created_at_us"
+_ACTION = action_columns("_us")
 _ACTIVE = "starts_at_us <= :at AND ends_at_us > :at AND (ended_at_us IS NULL OR ended_at_us > :at)"
 # Closing the open row: at now if it is still running (then ``by`` replaced it), else at
 # its own end, where it ran out by itself.
@@ -62,8 +63,10 @@ _ACK = f"""
     UPDATE incidents SET acked_at_us = :at, acked_by = :by
     WHERE id = :id AND state = 'open' RETURNING {INCIDENT_COLUMNS}"""
 _INSERT_ACTION = f"""
-    INSERT INTO actions ({_ACTION})
-    VALUES (:id, :project, :action, :by, :reason, :state, :needs, :now) RETURNING {_ACTION}"""
+    INSERT INTO actions (id, project, action, requested_by, reason, state, needs_approval,
+                         created_at_us, incident_id, origin)
+    VALUES (:id, :project, :action, :by, :reason, :state, :needs, :now, :incident_id, :origin)
+    RETURNING {_ACTION}"""
 
 
 class SQLiteOperations:
@@ -156,11 +159,15 @@ class SQLiteOperations:
         reason: str,
         needs_approval: bool,
         event_for: ActionEventFor,
+        *,
+        incident_id: str | None = None,
+        origin: str = "user",
     ) -> ActionRequest:
         params = {
             "id": uuid.uuid4().hex, "project": project, "action": action, "by": requested_by,
             "reason": reason, "state": REQUESTED, "needs": int(needs_approval),
-            "now": to_us(self._clock.now()),
+            "now": to_us(self._clock.now()), "incident_id": incident_id,
+            "origin": check_origin(origin),
         }  # fmt: skip
         async with self._transaction() as tx:
             row = next(iter(await tx.execute_fetchall(_INSERT_ACTION, params)))

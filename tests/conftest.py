@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
+import asyncpg
 import pytest
 
 from agents.bus import InProcessBus
@@ -49,3 +52,18 @@ def database_url() -> str:
 def redis_url() -> str:
     """The Redis server for tests (skips, or fails under CI=true, when away)."""
     return services.redis_url()
+
+
+@pytest.fixture
+async def pg_schema(database_url: str) -> AsyncIterator[tuple[str, str]]:
+    """(a DATABASE_URL whose search_path is a fresh schema, as a user would write it; that
+    schema's name), dropped afterwards: each test gets its own orch database."""
+    schema = f"orch_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        sep = "&" if "?" in database_url else "?"
+        yield f"{database_url}{sep}options={quote(f'-csearch_path={schema}')}", schema
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()

@@ -1,8 +1,10 @@
 """A local Slack for tests: Web API, response_urls and a Socket Mode WebSocket.
 
-- ``POST /api/<method>``: records ``(method, params, token)`` in order and answers like
-  Slack for the methods orch uses; ``fail()`` makes a method answer 429 with Retry-After,
-  HTTP 500, or ``{"ok": false, "error": ...}`` for its next calls.
+- ``POST|GET /api/<method>``: records ``(method, params, token)`` in order and answers like
+  Slack for the methods orch uses (``usergroups.users.list`` from ``usergroups``);
+  ``fail()`` makes a method answer 429 with Retry-After, HTTP 500, or ``{"ok": false,
+  "error": ...}`` for its next calls, or ``stall()`` makes it hang until ``unstall()``
+  (a timeout, without waiting on time in the fake).
 - ``POST /response/<name>``: a response_url; records the JSON it receives (method
   ``"response_url"``, params = the JSON plus ``_name``).
 - ``GET /socket``: the Socket Mode endpoint ``apps.connections.open`` points at.  It
@@ -53,6 +55,7 @@ class FakeSlack:
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure]] = {}
+        self._stalled: dict[str, asyncio.Event] = {}
         self._changed: asyncio.Condition | None = None
         self._sockets: list[web.WebSocketResponse] = []
         self._ids = itertools.count(1)
@@ -64,6 +67,7 @@ class FakeSlack:
         self._changed = asyncio.Condition()
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk GETs some (usergroups.*)
         app.router.add_post("/response/{name}", self._response_url)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -74,6 +78,8 @@ class FakeSlack:
         self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        for method in list(self._stalled):
+            self.unstall(method)
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -99,6 +105,15 @@ class FakeSlack:
         """The next ``times`` calls of ``method`` fail: HTTP ``status`` (429 adds
         Retry-After), or ``ok: false`` with ``error``."""
         self._failures.setdefault(method, []).append(Failure(status, error, retry_after, times))
+
+    def stall(self, method: str) -> None:
+        """Calls of ``method`` hang (recorded, unanswered) until ``unstall``."""
+        self._stalled.setdefault(method, asyncio.Event())
+
+    def unstall(self, method: str) -> None:
+        event = self._stalled.pop(method, None)
+        if event is not None:
+            event.set()
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -171,6 +186,9 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth else params.get("token")
         await self._record(Call(method, params, token))
+        stalled = self._stalled.get(method)
+        if stalled is not None:
+            await stalled.wait()
         failure = self._next_failure(method)
         if failure is not None:
             return _failure_response(failure)
@@ -271,6 +289,50 @@ def slash_command(text: str, response_url: str, **overrides: str) -> dict[str, s
 
 def form_body(fields: dict[str, str]) -> str:
     return urlencode(fields)
+
+
+def block_action(
+    action_id: str,
+    value: str,
+    *,
+    user: str = "U0ASKER",
+    response_url: str | None = None,
+    container: str = "message",
+    channel: str = "C0OPS",
+    message_ts: str = "1700000000.000100",
+) -> dict[str, Any]:
+    """A ``block_actions`` payload for one button click, on a message (with its channel
+    and response_url) or on the App Home (``container="view"``: neither)."""
+    trigger = f"{next(_trigger_ids)}.1.abcdef"
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "team": {"id": TEAM_ID, "domain": "orch-test"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0ORCH",
+        "token": "deprecated-verification-token",
+        "trigger_id": trigger,
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "actions": [
+            {"action_id": action_id, "block_id": "approval", "value": value, "type": "button",
+             "text": {"type": "plain_text", "text": "Approve"}, "action_ts": "1700000001.0"}
+        ],
+    }  # fmt: skip
+    if container == "view":
+        payload["container"] = {"type": "view", "view_id": "V0HOME"}
+        payload["view"] = {"id": "V0HOME", "type": "home", "team_id": TEAM_ID, "blocks": []}
+    else:
+        payload["container"] = {"type": "message", "message_ts": message_ts,
+                                "channel_id": channel, "is_ephemeral": False}  # fmt: skip
+        payload["channel"] = {"id": channel, "name": "ops"}
+        payload["message"] = {"type": "message", "ts": message_ts, "text": "approval"}
+        payload["response_url"] = response_url or "http://127.0.0.1:9/response/none"
+    return payload
+
+
+def interactive_body(payload: dict[str, Any]) -> str:
+    """How Slack posts an interaction: form-encoded, the JSON in ``payload``."""
+    return urlencode({"payload": json.dumps(payload)})
 
 
 def event_callback(event: dict[str, Any], event_id: str) -> dict[str, Any]:

@@ -22,8 +22,16 @@ from bot.settings import Settings
 from bot.slack.service import SlackService
 from bot.slack.work import RetryMarkers
 from bot.web import WebServer, make_web_app, store_ready
+from storage.base import Store
 from storage.sqlite import SQLiteStore
-from tests.fake_slack import FakeSlack, form_body, signed_headers, slash_command
+from tests.fake_slack import (
+    FakeSlack,
+    block_action,
+    form_body,
+    interactive_body,
+    signed_headers,
+    slash_command,
+)
 
 SECRET = "test-signing-secret"
 
@@ -58,7 +66,7 @@ CONFIG = Config.model_validate(
 @dataclass
 class Harness:
     fake: FakeSlack
-    store: SQLiteStore
+    store: Store
     clock: FakeClock
     health: HealthMonitor
     service: SlackService
@@ -90,6 +98,17 @@ class Harness:
         await self.service.background.drain()
         return calls[before].params
 
+    async def click(
+        self, action_id: str, value: str, user: str, *, reply_to: str = "click", **options: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """A signed click on a button (``tests.fake_slack.block_action``); returns bolt's
+        HTTP answer (the ack).  The answer to the clicker comes later, in the background."""
+        payload = block_action(
+            action_id, value, user=user, response_url=self.fake.response_url(reply_to), **options
+        )
+        body = interactive_body(payload)
+        return await self.post(body, signed_headers(SECRET, body))
+
     async def readyz(self) -> tuple[int, dict[str, Any]]:
         async with self.http.get(f"{self.web.url}/readyz") as response:
             return response.status, await response.json(content_type=None)
@@ -108,13 +127,18 @@ def _json(text: str) -> dict[str, Any]:
 @asynccontextmanager
 async def slack_harness(
     *,
-    store: SQLiteStore | None = None,
+    store: Store | None = None,
+    clock: FakeClock | None = None,
+    config: Callable[[], Config] | None = None,
     signing_secret: str | None = SECRET,
     app_token: str | None = None,
     markers: RetryMarkers | None = None,
     before_start: Callable[[FakeSlack], None] | None = None,
 ) -> AsyncIterator[Harness]:
-    clock = FakeClock()
+    """``config``: what the app reads as the configuration (default: this module's
+    ``CONFIG``, read at each call, so tests may monkeypatch it); ``store`` and ``clock``:
+    shared with other parts of a test (another replica, a notifier)."""
+    clock = clock or FakeClock()
     fake = FakeSlack()
     await fake.start()
     if before_start is not None:
@@ -131,7 +155,7 @@ async def slack_harness(
     )
     service = SlackService(
         settings,
-        config=lambda: CONFIG,
+        config=config or (lambda: CONFIG),
         store=store,
         statuses=health.statuses,
         clock=clock,

@@ -70,10 +70,15 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def is_subsequence(wanted: list, seen: list) -> bool:
+    it = iter(seen)
+    return all(any(w == s for s in it) for w in wanted)
+
+
 def test_demo_with_a_fault_writes_the_expected_events_in_order(workdir: Path) -> None:
     events_path = workdir / "events.jsonl"
     done = orch(
-        "demo", "--config", "projects.yml", "--for", "8",
+        "demo", "--config", "projects.yml", "--for", "14",
         "--fault", "email-blast:crash@2", "--events-jsonl", str(events_path),
         workdir=workdir,
     )  # fmt: skip
@@ -89,17 +94,27 @@ def test_demo_with_a_fault_writes_the_expected_events_in_order(workdir: Path) ->
     opened = next(e for e in events if e["type"] == "incident.opened")
     assert opened["payload"]["fingerprint"] == "email-blast:down"
     assert "connection refused" in opened["payload"]["summary"]
+    # Nobody at the keyboard: orch restarted it, checked it, and the incident resolved.
+    assert is_subsequence(
+        [("action.requested", None), ("action.started", None), ("action.succeeded", None),
+         ("action.verified", None), ("project.status_changed", "healthy"),
+         ("incident.resolved", None)],
+        blast,
+    ), blast  # fmt: skip
+    requested = next(e for e in events if e["type"] == "action.requested")
+    assert requested["payload"]["action"] == "restart"
+    assert requested["payload"]["origin"] == "autofix"
     # The other two stayed healthy: one transition each, no incident.
     others = [e for e in events if e["project"] in ("chatbot", "social-media")]
     assert sorted((e["project"], e["type"], e["payload"].get("to")) for e in others) == [
         ("chatbot", "project.status_changed", "healthy"),
         ("social-media", "project.status_changed", "healthy"),
     ]
-    # Every event on the bus is also in the store (the record of truth), and the
-    # incident is still open there.
+    # Every event on the bus is also in the store (the record of truth), and nothing is
+    # open there any more.
     stored = asyncio.run(_stored(workdir / "orch.db"))
     assert stored["event_ids"] == {e["id"] for e in events}
-    assert stored["open"] == ["email-blast:down"]
+    assert stored["open"] == []
     assert stored["probes"] > 10
 
 

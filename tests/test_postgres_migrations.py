@@ -8,17 +8,22 @@ waits until the server shows them all waiting on that lock, then lets go.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import os
+import re
 import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from agents.clock import FakeClock
+from storage.base import MetricSample
 from storage.migrate import Migration, load_migrations
 from storage.postgres import PostgresStore
 from storage.postgres_migrate import MIGRATION_LOCK, apply_migrations
@@ -68,8 +73,15 @@ async def wait_for_migration_waiters(admin: asyncpg.Connection, count: int) -> N
 
 
 def test_migration_files_mirror_sqlite() -> None:
-    postgres = [(m.version, m.name) for m in load_migrations("postgres")]
-    assert postgres == [(m.version, m.name) for m in load_migrations("sqlite")]
+    """Every SQLite version exists for PostgreSQL under the same name; a PostgreSQL-only
+    one (a layout SQLite does not need) says so in its header comment."""
+    sqlite = {m.version: m.name for m in load_migrations("sqlite")}
+    postgres = load_migrations("postgres")
+    assert {m.version: m.name for m in postgres if m.version in sqlite} == sqlite
+    for m in postgres:
+        if m.version not in sqlite:
+            header = "".join(itertools.takewhile(lambda s: s.startswith("--"), m.sql.splitlines()))
+            assert re.search(r"postgresql[ -]only", header, re.IGNORECASE), (m.version, m.name)
 
 
 async def test_migrate_from_empty_creates_schema_then_noop(
@@ -190,3 +202,68 @@ async def test_orch_migrate_against_a_down_server_says_so_without_password() -> 
     text = (out + err).decode()
     assert f"cannot connect to PostgreSQL at orch@127.0.0.1:{port}/orch" in text
     assert "sup3r-s3cret" not in text
+
+
+async def test_wide_samples_migration_keeps_narrow_samples(
+    database_url: str, admin: asyncpg.Connection, schema: str
+) -> None:
+    """0008 turns a row per sample into a row per (project, ts): values (NaN and the
+    infinities too), duplicates and the order of equal timestamps survive."""
+    t0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    t1, t2 = t0 + timedelta(seconds=10), t0 + timedelta(seconds=20)
+    narrow = [  # in insertion (id) order
+        ("a", "cpu", t1, 1.0),
+        ("a", "mem", t1, 2.0),
+        ("b", "cpu", t1, 9.0),
+        ("a", "cpu", t1, math.nan),  # a duplicate (project, metric, ts), not consecutive
+        ("a", "cpu", t0, 0.5),  # an earlier ts, written later
+        ("a", "cpu", t2, math.inf),
+        ("a", "mem", t2, -math.inf),
+    ]
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        before = [m for m in load_migrations("postgres") if m.version <= 7]
+        await apply_migrations(conn, before, schema=schema, clock=FakeClock())
+        await conn.executemany(
+            "INSERT INTO metric_samples (project, metric, ts, value) VALUES ($1, $2, $3, $4)",
+            narrow,
+        )
+    finally:
+        await conn.close()
+
+    store = PostgresStore(database_url, schema=schema)  # migrates the rest
+    await store.open()
+    try:
+        assert await recorded(admin, schema) == VERSIONS
+        assert (await store.count_rows())["metric_samples"] == len(narrow)
+
+        def series(samples: list[MetricSample]) -> list[tuple[str, str, datetime, str]]:
+            return [(s.project, s.metric, s.ts, repr(s.value)) for s in samples]  # NaN == NaN
+
+        def expected(project: str, metric: str) -> list[tuple[str, str, datetime, str]]:
+            mine = [(p, m, ts, repr(v)) for p, m, ts, v in narrow if (p, m) == (project, metric)]
+            return sorted(mine, key=lambda r: r[2])  # stable: equal ts keep id order
+
+        for project, metric in (("a", "cpu"), ("a", "mem"), ("b", "cpu")):
+            got = await store.metric_series(project, metric, since=t0)
+            assert series(got) == expected(project, metric)
+        assert series(await store.metric_series("a", "cpu", since=t1)) == [
+            ("a", "cpu", t1, "1.0"),
+            ("a", "cpu", t1, "nan"),
+            ("a", "cpu", t2, "inf"),
+        ]
+        rows = await admin.fetch(
+            f'SELECT project, ts, names, vals::text[] FROM "{schema}".metric_samples ORDER BY id'
+        )
+        assert [tuple(r) for r in rows] == [
+            ("a", t1, ["cpu", "mem", "cpu"], ["1", "2", "NaN"]),
+            ("b", t1, ["cpu"], ["9"]),
+            ("a", t0, ["cpu"], ["0.5"]),
+            ("a", t2, ["cpu", "mem"], ["Infinity", "-Infinity"]),
+        ]
+        # Writing goes on after the migrated rows.
+        await store.add_metric_samples([MetricSample("a", t2, "cpu", 5.0)])
+        got = await store.metric_series("a", "cpu", since=t2)
+        assert series(got) == [("a", "cpu", t2, "inf"), ("a", "cpu", t2, "5.0")]
+    finally:
+        await store.close()

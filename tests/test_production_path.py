@@ -4,12 +4,9 @@ selected only by DATABASE_URL and REDIS_URL, watching simulated services."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import quote
 
 import aiohttp
-import asyncpg
 import pytest
 
 from agents.events import INCIDENT_OPENED, PROJECT_STATUS_CHANGED, Event
@@ -25,17 +22,8 @@ SECRETS = {name: f"secret-{name}".encode() for name in ("email-blast", "chatbot"
 
 
 @pytest.fixture
-async def pg_schema_url(database_url: str) -> AsyncIterator[str]:
-    """DATABASE_URL for a fresh schema (search_path through the DSN, as a user would)."""
-    schema = f"orch_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        sep = "&" if "?" in database_url else "?"
-        yield f"{database_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await admin.close()
+def pg_schema_url(pg_schema: tuple[str, str]) -> str:
+    return pg_schema[0]
 
 
 @pytest.fixture

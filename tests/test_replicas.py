@@ -10,12 +10,10 @@ aiohttp server whose answers the test switches between 200 and 503.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncpg
 import pytest
 from aiohttp import web
 
@@ -64,16 +62,8 @@ async def fleet() -> AsyncIterator[FakeFleet]:
 
 
 @pytest.fixture
-async def schema_url(database_url: str) -> AsyncIterator[tuple[str, str]]:
-    """(a DATABASE_URL whose search_path is a fresh schema, that schema); dropped after."""
-    schema = f"orch_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute(f'CREATE SCHEMA "{schema}"')
-        yield f"{database_url}?search_path={schema}", schema
-    finally:
-        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await admin.close()
+def schema_url(pg_schema: tuple[str, str]) -> tuple[str, str]:
+    return pg_schema
 
 
 def fleet_config(base: str, names: list[str] = FLEET) -> Config:

@@ -260,6 +260,265 @@ async def test_rollups_plus_raw_equal_raw_alone(store: Store) -> None:
     await _check_all(store, want)
 
 
+# -- the hours not rolled up: 5-minute buckets ----------------------------------------
+# PostgreSQL keeps the spans of every 5-minute bucket (storage.postgres_buckets) and
+# reads the current hour from them; SQLite reads it raw (its rollup_buckets does
+# nothing).  Either way the answers are the definition's, exactly.
+
+M = timedelta(minutes=1)
+
+
+async def test_buckets_windows_ending_mid_hour_and_mid_bucket(store: Store) -> None:
+    probes = _history(5, 2)
+    await store.add_probes(probes)
+    until = s(3600 + 37 * 60 + 20)  # 01:37:20: mid-hour, mid-bucket
+    assert await store.rollup_hours(until) == 3  # 00:00 of the 3 projects
+    await store.rollup_buckets(until - M)
+    assert await store.rollup_buckets(until - M) == 0  # idempotent
+    windows = [
+        (T, until),
+        (T + HOUR, until),  # the current hour so far
+        (s(3600 + 20 * 60), s(3600 + 35 * 60)),  # whole buckets only
+        (s(3600 + 21 * 60 + 7), s(3600 + 33 * 60 + 1)),  # partial buckets at both ends
+        (s(3600 + 22 * 60), s(3600 + 24 * 60)),  # inside one bucket
+        (s(3600 + 34 * 60), until),  # the last bucket rolled up, then the open one
+        (s(25 * 60 + 3), s(3600 + 5 * 60 + 9)),  # across the hour, both edges partial
+        (T + HOUR - 4 * M, T + HOUR + 4 * M),
+    ]
+    for since, upto in windows:
+        assert await store.uptime(None, since, upto) == expected(probes, since, upto), (
+            since,
+            upto,
+        )
+    assert await store.uptime(["b"], T + HOUR, until) == {
+        "b": expected(probes, T + HOUR, until)["b"]
+    }
+
+
+async def test_late_probe_in_a_rolled_up_bucket_is_read_raw_then_rolled_up(store: Store) -> None:
+    probes = steady("a", T, 1) + steady("b", T, 1)
+    await store.add_probes(probes)
+    await store.rollup_buckets(T + 40 * M)  # buckets 00:00 to 00:35 rolled up
+    late = [probe("a", s(12 * 60 + 3), "fail"), probe("b", s(34 * 60 + 59), "fail")]
+    await store.add_probes(late)
+    everything = [*probes, *late]
+    for since, until in ((T, T + 40 * M), (T + 10 * M, T + 15 * M), (T + 35 * M, T + 36 * M)):
+        assert await store.uptime(None, since, until) == expected(everything, since, until)
+    rolled = await store.rollup_buckets(T + 40 * M)
+    assert rolled in (0, 8)  # each late probe: its bucket and the next one, a and b
+    assert await store.rollup_buckets(T + 40 * M) == 0
+    for since, until in ((T, T + 40 * M), (T + 10 * M, T + 15 * M), (T + 35 * M, T + 36 * M)):
+        assert await store.uptime(None, since, until) == expected(everything, since, until)
+    assert await store.uptime(["a"], T + 10 * M, T + 15 * M) == {"a": 100.0 * 293 / 300}
+
+
+async def test_a_probe_changes_the_next_buckets_spans(store: Store) -> None:
+    """A span reaches into the next bucket: a late probe near a bucket's end changes the
+    next bucket too, and one early in a bucket cuts the span of a probe from the bucket
+    before.  Both buckets must be recomputed."""
+    first = [probe("a", s(60)), probe("a", s(4 * 60), "fail"), probe("a", s(20 * 60))]
+    await store.add_probes(first)
+    await store.rollup_buckets(T + 30 * M)
+    # The fail at 00:04 stands until 00:09: 60 s in bucket 00:00, 240 s in bucket 00:05.
+    assert await store.uptime(None, T + 5 * M, T + 10 * M) == {"a": 0.0}
+
+    cut = probe("a", s(6 * 60))  # cuts the fail at 00:06, up until 00:11
+    await store.add_probes([cut])
+    want = {"a": 100.0 * 240 / 300}
+    assert await store.uptime(None, T + 5 * M, T + 10 * M) == want
+    await store.rollup_buckets(T + 30 * M)
+    assert await store.uptime(None, T + 5 * M, T + 10 * M) == want
+    assert await store.uptime(None, T + 10 * M, T + 15 * M) == {"a": 100.0}  # 00:10-00:11
+
+    reach = probe("a", s(14 * 60 + 50), "fail")  # 00:14:50 to 00:19:50: 290 s in 00:15
+    await store.add_probes([reach])
+    everything = [*first, cut, reach]
+    for since, until in ((T + 15 * M, T + 20 * M), (T, T + 30 * M), (T + 14 * M, T + 16 * M)):
+        assert await store.uptime(None, since, until) == expected(everything, since, until)
+    await store.rollup_buckets(T + 30 * M)
+    assert await store.uptime(None, T + 15 * M, T + 20 * M) == {"a": 0.0}
+    for since, until in ((T, T + 30 * M), (T + 14 * M, T + 16 * M), (T, T + HOUR)):
+        assert await store.uptime(None, since, until) == expected(everything, since, until)
+
+
+async def test_buckets_never_carry_a_span_across_the_hour(store: Store) -> None:
+    """The first bucket of an hour read raw: the last probe of the hour before must not
+    reach into it, even when that earlier bucket is clean."""
+    probes = [probe("a", s(59 * 60), "fail"), probe("a", s(3600 + 90)), probe("a", s(3600 + 900))]
+    await store.add_probes(probes)
+    await store.rollup_buckets(T + HOUR + 20 * M)
+    late = probe("a", s(3600 + 60))  # the first two buckets of 01:00 are stale again
+    await store.add_probes([late])
+    everything = [*probes, late]
+    for since, until in ((T + HOUR, T + HOUR + 17 * M), (T + 50 * M, T + HOUR + 3 * M)):
+        assert await store.uptime(None, since, until) == expected(everything, since, until)
+    assert await store.uptime(None, T + HOUR, T + HOUR + 7 * M) == {"a": 100.0}
+
+
+async def test_buckets_follow_a_live_fleet_exactly(store: Store) -> None:
+    """The production order: probes written about when they happen (a few minutes late
+    now and then), the bucket job every minute a little behind, the hourly roll-up after
+    each hour, and uptime up to "now" at every minute equal to the definition."""
+    rng = random.Random(17)
+    probes = _history(23, 2)
+    arrival = {
+        id(p): p.ts + timedelta(seconds=rng.choice([1] * 30 + [20, 200, 400])) for p in probes
+    }
+    waiting = sorted(probes, key=lambda p: arrival[id(p)])
+    written: list[ProbeRecord] = []
+    for minute in range(1, 2 * 60 + 8):
+        now = T + minute * M + timedelta(seconds=17)
+        batch = [p for p in waiting if arrival[id(p)] < now]
+        waiting = waiting[len(batch) :]
+        await store.add_probes(batch)
+        written += batch
+        await store.rollup_buckets(now - timedelta(seconds=rng.choice([5, 30, 70])))
+        if minute % 60 == 3:
+            await store.rollup_hours(now)
+        starts = [T, now - 7 * M - timedelta(seconds=3), now - HOUR]
+        for since in starts:
+            got = await store.uptime(None, since, now)
+            assert got == expected(written, since, now), (minute, since)
+    assert not waiting
+
+
+async def test_bucket_job_rolls_up_the_buckets_that_ended(store: Store) -> None:
+    clock = FakeClock(T + 12 * M)
+    probes = steady("a", T, 1, fail_every=7)
+    await store.add_probes(probes)
+    job = RetentionJob(store, clock)
+    assert await job.roll_up_buckets() in (0, 2)  # 00:00, 00:05 (SQLite keeps no buckets)
+    assert await job.roll_up_buckets() == 0
+    for since, until in ((T, clock.now()), (T + 3 * M, T + 10 * M)):
+        assert await store.uptime(None, since, until) == expected(probes, since, until)
+
+
+async def test_postgres_bucket_roll_up_keeps_the_mark_of_a_probe_committed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """A probe that commits while the bucket job runs leaves its bucket dirty (``gen``):
+    read raw until the next run, never from the stale row."""
+    if "postgres" not in BACKENDS:
+        pytest.skip("no PostgreSQL backend in the contract suite")
+    from storage.postgres import PostgresStore
+    from storage.postgres_buckets import mark_buckets
+    from storage.postgres_rollups import mark_dirty
+
+    async with BACKENDS["postgres"](tmp_path) as make:
+        store = make()
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            probes = steady("a", T, 1)
+            await store.add_probes(probes)
+            late = probe("a", s(7 * 60 + 5), "fail")
+            async with store.transaction() as writer:
+                # Uncommitted: the late probe and its marks (gen bumped, rows locked).
+                await writer.execute(
+                    "INSERT INTO probes (project, ts, level, latency_ms)"
+                    " VALUES ('a', $1, 'fail', 1)",
+                    late.ts,
+                )
+                await mark_dirty(writer, [("a", late.ts)])
+                await mark_buckets(writer, [late.ts])
+                rollup = asyncio.ensure_future(store.rollup_buckets(T + 20 * M))
+                await _until_waiting_on_a_lock(writer)
+            assert await rollup == 4  # 00:00 to 00:15, computed without the late probe
+            async with store.transaction() as conn:
+                marks = await conn.fetch(
+                    "SELECT bucket FROM bucket_dirty WHERE bucket < $1 ORDER BY bucket", T + 20 * M
+                )
+                stale = await conn.fetchval(
+                    "SELECT failed FROM probe_bucket WHERE bucket = $1", T + 5 * M
+                )
+            assert [m["bucket"] for m in marks] == [T + 5 * M, T + 10 * M]  # kept: gen moved
+            assert stale == 0
+            everything = [*probes, late]
+            for since, until in ((T, T + 20 * M), (T + 5 * M, T + 10 * M), (T, s(11 * 60 + 1))):
+                assert await store.uptime(None, since, until) == expected(everything, since, until)
+            assert await store.rollup_buckets(T + 20 * M) == 2
+            assert await store.uptime(None, T + 5 * M, T + 10 * M) == {"a": 100.0 * 295 / 300}
+        finally:
+            await store.close()
+
+
+async def test_postgres_buckets_go_with_the_raw_rows(tmp_path: Path) -> None:
+    """Retention deletes the buckets before the raw horizon; the job drops marks there."""
+    if "postgres" not in BACKENDS:
+        pytest.skip("no PostgreSQL backend in the contract suite")
+    from storage.postgres import PostgresStore
+
+    async with BACKENDS["postgres"](tmp_path) as make:
+        store = make()
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            probes = _sparse("a", T, 3 * 24)
+            await store.add_probes(probes)
+            now = T + 3 * DAY
+            await store.rollup_hours(now)
+            assert await store.rollup_buckets(now) > 0
+            await store.apply_retention(now, raw_days=1, rollup_days=3)
+            late = probe("a", T + HOUR + 3 * M)  # before the horizon: never reconciled
+            await store.add_probes([late])
+            assert await store.rollup_buckets(now) == 0
+            async with store.transaction() as conn:
+                first = await conn.fetchval("SELECT min(bucket) FROM probe_bucket")
+                marks = await conn.fetchval("SELECT count(*) FROM bucket_dirty")
+            assert (first, marks) == (T + 2 * DAY, 0)
+            since = now - DAY + 7 * M
+            assert await store.uptime(None, since, now) == expected(probes, since, now)
+        finally:
+            await store.close()
+
+
+async def test_postgres_migration_marks_existing_probes_for_buckets(tmp_path: Path) -> None:
+    if "postgres" not in BACKENDS:
+        pytest.skip("no PostgreSQL backend in the contract suite")
+    from agents.clock import SystemClock
+    from storage.postgres import PostgresStore
+    from storage.postgres_migrate import apply_migrations
+
+    async with BACKENDS["postgres"](tmp_path) as make:
+        store = make(auto_migrate=False)
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            async with store.transaction() as conn:
+                schema = await conn.fetchval("SELECT current_schema()")
+            before = [m for m in load_migrations("postgres") if m.version < 9]
+            probes = steady("a", T, 1, fail_every=10)
+            async with store.transaction() as conn:  # the schema as it was before 0009
+                await apply_migrations(conn, before, schema=schema, clock=SystemClock())
+                await conn.executemany(
+                    "INSERT INTO probes (project, ts, level, latency_ms) VALUES ('a', $1, $2, 1)",
+                    [(p.ts, p.level) for p in probes],
+                )
+            await store.migrate()
+            assert await store.rollup_buckets(T + HOUR) == 12
+            async with store.transaction() as conn:
+                rows = await conn.fetch("SELECT probes, observed_us FROM probe_bucket")
+            assert [tuple(r) for r in rows] == [(30, 300_000_000)] * 12
+            since, until = T + 3 * M, s(47 * 60 + 5)
+            assert await store.uptime(None, since, until) == expected(probes, since, until)
+        finally:
+            await store.close()
+
+
+def test_split_buckets() -> None:
+    from storage.postgres_buckets import floor_bucket, split_buckets
+
+    assert floor_bucket(s(7 * 60 + 59.5)) == T + 5 * M
+    assert split_buckets(T + 5 * M, T + 20 * M) == ((T + 5 * M, T + 20 * M), [])
+    assert split_buckets(s(301), s(1199)) == (
+        (T + 10 * M, T + 15 * M),
+        [(s(301), T + 10 * M), (T + 15 * M, s(1199))],
+    )
+    assert split_buckets(s(301), s(599)) == (None, [(s(301), s(599))])
+    assert split_buckets(s(301), s(601)) == (None, [(s(301), s(601))])
+    assert split_buckets(s(300), s(300)) == (None, [])
+
+
 # -- retention -----------------------------------------------------------------------
 
 
@@ -283,7 +542,10 @@ async def test_retention_deletes_rolled_up_raw_rows_and_old_rollups(store: Store
     now = T + 10 * DAY + timedelta(minutes=30)
     probes = _sparse("a", T, 10 * 24)
     await store.add_probes(probes)
-    await store.add_metric_samples([MetricSample("a", p.ts, "cpu", 1.0) for p in probes])
+    # Three samples per probe: both stores count deleted samples, not rows of their own.
+    await store.add_metric_samples(
+        [MetricSample("a", p.ts, m, 1.0) for p in probes for m in ("cpu", "mem", "rps")]
+    )
     await _incident_history(store)
     before = await store.count_rows()
     last_2d = await store.uptime(None, now - 2 * DAY, now)
@@ -295,13 +557,13 @@ async def test_retention_deletes_rolled_up_raw_rows_and_old_rollups(store: Store
     # the whole days before now - 5 d: 5 days of 24 hours.
     assert deleted == {
         "probes": 1152,
-        "metric_samples": 1152,
+        "metric_samples": 3 * 1152,
         "probe_hourly": 120,
         "probe_daily": 5,
-        "metric_hourly": 120,
+        "metric_hourly": 3 * 120,
     }
     after = await store.count_rows()
-    assert after == before | {"probes": 288, "metric_samples": 288}  # events, incidents kept
+    assert after == before | {"probes": 288, "metric_samples": 3 * 288}  # events, incidents kept
     assert min(p.ts for p in await store.recent_probes("a", limit=1000)) == T + 8 * DAY
     assert (await store.probe_hours("a", T, now))[0].hour == T + 5 * DAY
     assert await store.apply_retention(now, raw_days=2, rollup_days=5) == dict.fromkeys(deleted, 0)

@@ -270,21 +270,24 @@ async def test_restart_by_a_non_approver_needs_approval_and_calls_nothing(ops: l
         assert (request.project, request.action, request.state) == (
             "email-blast",
             "restart",
-            "requested",
+            "awaiting_approval",
         )
         assert request.needs_approval and request.requested_by == "U0ASKER"
         text = block_text(reply)
         assert f"<@U0ASKER> asked to *restart* *email-blast* (request `{request.id[:8]}`)" in text
         assert "Needs approval: the requester is not an approver of outreach." in text
-        assert "comes with the Autonomy issue" in text
+        assert "Nothing runs until then" in text
+        (approval,) = await h.store.pending_approvals()
+        assert approval.action_id == request.id and approval.id[:8] in text
 
         (event,) = await h.store.list_events(types=[ACTION_REQUESTED])
         assert event.payload == {"action_id": request.id, "action": "restart",
                                  "requested_by": "U0ASKER", "reason": "/orch restart in Slack",
-                                 "needs_approval": True}  # fmt: skip
+                                 "needs_approval": True, "origin": "user"}  # fmt: skip
         assert event.project == "email-blast" and event.incident_id == down.id  # its card's thread
         assert ops == []  # no /control call
-        assert h.fake.methods() == ["response_url"]
+        # S0OPS's members were looked up: the asker might have been one of them.
+        assert h.fake.methods() == ["usergroups.users.list", "response_url"]
 
 
 async def test_an_action_the_project_does_not_allow_is_refused_and_stores_nothing(
@@ -328,12 +331,14 @@ async def test_an_approver_needs_approval_only_for_needs_approval_actions(ops: l
         assert ops == []
 
 
-def test_user_groups_and_empty_approver_lists_do_not_approve() -> None:
+async def test_user_groups_and_empty_approver_lists_do_not_approve() -> None:
+    # Without Slack (approvers=None) only listed user ids approve; tests/test_approvals.py
+    # covers user groups resolved through usergroups.users.list.
     config = ops_config("http://127.0.0.1:1")
     blast, chatbot = config.project("email-blast"), config.project("chatbot")
-    assert operations.approval_needed(config, blast, "restart", "S0OPS")[0]  # a group id
-    assert operations.approval_needed(config, chatbot, "restart", APPROVER)[0]  # nobody
-    assert not operations.approval_needed(config, blast, "resume", APPROVER)[0]
+    assert (await operations.approval_needed(config, blast, "restart", "S0OPS", None))[0]
+    assert (await operations.approval_needed(config, chatbot, "restart", APPROVER, None))[0]
+    assert not (await operations.approval_needed(config, blast, "resume", APPROVER, None))[0]
 
 
 # -- reading: history, status -----------------------------------------------------------------

@@ -312,6 +312,30 @@ async def test_metric_special_values_round_trip(store: Store) -> None:
     assert math.isnan(values[0]) and values[1:] == [math.inf, -0.5]
 
 
+async def test_metric_samples_keep_duplicates_and_insertion_order(store: Store) -> None:
+    """Samples of one instant come back in the order written, duplicates included, however
+    batches interleave them (PostgreSQL stores a row per (project, ts), SQLite a row each)."""
+    plus2 = timezone(timedelta(hours=2))
+    await store.add_metric_samples(
+        [
+            MetricSample("a", at(1), "cpu", 1.0),
+            MetricSample("a", at(1), "mem", 10.0),
+            MetricSample("b", at(1), "cpu", 99.0),
+            MetricSample("a", at(1), "cpu", 2.0),  # (project, metric, ts) once more
+            MetricSample("a", at(0), "cpu", 0.5),
+            MetricSample("a", at(1).astimezone(plus2), "cpu", 3.0),  # the same instant
+        ]
+    )
+    await store.add_metric_samples([MetricSample("a", at(1), "cpu", 4.0)] * 2)
+    got = await store.metric_series("a", "cpu", since=at(0))
+    assert [(s.ts, s.value) for s in got] == [(at(0), 0.5)] + [
+        (at(1), v) for v in (1.0, 2.0, 3.0, 4.0, 4.0)
+    ]
+    assert all(s.ts.utcoffset() == timedelta(0) for s in got)
+    assert [s.value for s in await store.metric_series("a", "mem", since=at(1))] == [10.0]
+    assert (await store.count_rows())["metric_samples"] == 8
+
+
 # -- events (the outbox) ---------------------------------------------------------------
 
 
@@ -865,12 +889,36 @@ async def test_postgres_schema_shape(pg: PostgresStore) -> None:
     """NaN is stored as a float8 NaN (not NULL); the time series have BRIN indexes."""
     await pg.add_metric_samples([MetricSample("a", at(1), "x", math.nan)])
     async with pg.transaction() as conn:
-        assert await conn.fetchval("SELECT value = 'NaN'::float8 FROM metric_samples")
+        assert await conn.fetchval("SELECT vals = '{NaN}'::float8[] FROM metric_samples")
         brin = await conn.fetch(
             "SELECT tablename FROM pg_indexes WHERE schemaname = current_schema()"
             " AND indexdef LIKE '%USING brin%' ORDER BY tablename"
         )
     assert [r["tablename"] for r in brin] == ["metric_samples", "probes"]
+
+
+async def test_postgres_bad_samples_are_refused_before_writing(pg: PostgresStore) -> None:
+    """Wrong types raise the driver's TypeError before anything is sent (with samples in
+    arrays it would say ValueError, and None would be a NULL element); the table itself
+    refuses NULL or mismatched arrays from any other writer."""
+    good = MetricSample("a", at(1), "x", 1.0)
+    bad: list[tuple[MetricSample, type[Exception], str]] = [
+        (MetricSample("a", at(1), "x", "1.5"), TypeError, "must be real number, not str"),  # type: ignore[arg-type]
+        (MetricSample("a", at(1), "x", None), TypeError, "not NoneType"),  # type: ignore[arg-type]
+        (MetricSample("a", at(1), 7, 1.0), TypeError, "expected str, got int"),  # type: ignore[arg-type]
+        (MetricSample("a", at(1), None, 1.0), TypeError, "got NoneType"),  # type: ignore[arg-type]
+        (MetricSample("a", datetime(2026, 3, 1), "x", 1.0), ValueError, "naive"),
+    ]
+    for sample, error, match in bad:
+        with pytest.raises(error, match=match):
+            await pg.add_metric_samples([good, sample])
+    assert (await pg.count_rows())["metric_samples"] == 0
+    insert = "INSERT INTO metric_samples (project, ts, names, vals) VALUES ('a', $1, $2, $3)"
+    async with pg.transaction() as conn:
+        for names, vals in ((["x"], [None]), ([None], [1.0]), (["x", "y"], [1.0]), ([], [])):
+            with pytest.raises(asyncpg.CheckViolationError):
+                async with conn.transaction():
+                    await conn.execute(insert, at(1), names, vals)
 
 
 async def test_postgres_cancelled_writer_leaves_nothing_and_store_usable(pg: PostgresStore) -> None:

@@ -18,11 +18,9 @@ from collections.abc import Mapping
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack import commands, home
+from bot.slack import approvals, commands, home
+from bot.slack.approvers import Approvers
 from bot.slack.services import Services
-
-# Listener modules, registered in this order (DESIGN §8: explicit registration).
-LISTENERS = (commands, home)
 
 # bolt copies this logger's level into each of its own loggers.  At INFO bolt logs the raw
 # body of every request whose signature fails, at DEBUG every payload; WARNING keeps both
@@ -69,6 +67,12 @@ def build_app(
     return app
 
 
-def register_listeners(app: AsyncApp, services: Services) -> None:
-    for module in LISTENERS:
-        module.register(app, services)
+def register_listeners(app: AsyncApp, services: Services) -> Approvers:
+    """Every listener, in this order (DESIGN §8: explicit registration).  The slash
+    command and the Approve / Deny buttons share one ``Approvers`` (its user-group cache),
+    which is returned."""
+    approvers = Approvers(app.client, services.clock)
+    commands.register(app, services, approvers)
+    approvals.register(app, services, approvers)
+    home.register(app, services)
+    return approvers

@@ -7,13 +7,15 @@ read, so a slow store never delays the ack.  Each subcommand has a handler in ``
 that returns a ``Reply``: reading ones here, changing ones in ``bot.slack.operations``,
 history in ``bot.slack.history``; analyze and digest say honestly that they come later.
 A reply goes to the asker alone unless it is marked ``in_channel`` (who silenced, acked or
-asked for an action is the team's business).
+asked for an action is the team's business).  The action requests also get the approvers
+(``bot.slack.approvers``): an approver's request runs at once, anyone else's asks.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -21,6 +23,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.slack import fleet, operations, replies
+from bot.slack.approvers import Approvers
 from bot.slack.command_parser import USAGE, Command, CommandError, parse
 from bot.slack.history import history
 from bot.slack.operations import current_project
@@ -37,7 +40,9 @@ MAX_INCIDENTS = 20
 Handler = Callable[[Services, Command, str], Awaitable[Reply]]
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: AsyncApp, services: Services, approvers: Approvers | None = None) -> None:
+    handlers = with_approvers(approvers)
+
     @app.command(SLASH_COMMAND)
     async def orch_command(ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest) -> None:
         user = body.get("user_id") if isinstance(body.get("user_id"), str) else "?"
@@ -55,7 +60,7 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
 
         async def work() -> None:
-            await answer(services, command, body)
+            await answer(services, command, body, handlers)
 
         services.background.submit(request_key(body), is_retry(request.headers), work)
 
@@ -64,14 +69,25 @@ async def _ack(ack: AsyncAck, reply: Reply) -> None:
     await ack(text=reply.text, blocks=reply.blocks, response_type="ephemeral")
 
 
-async def answer(services: Services, command: Command, body: dict[str, Any]) -> None:
+def with_approvers(approvers: Approvers | None) -> dict[str, Handler]:
+    """``HANDLERS``, the action requests bound to ``approvers``."""
+    request = partial(operations.request_action, approvers=approvers)
+    return {**HANDLERS, **dict.fromkeys(ACTION_COMMANDS, request)}
+
+
+async def answer(
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    handlers: Mapping[str, Handler] | None = None,
+) -> None:
     """Run the subcommand's handler and answer; on failure tell the asker, then raise (so
     the request's retry marker is not committed)."""
     user = body.get("user_id")
     try:
         if not isinstance(user, str) or not user:
             raise ValueError("a slash command without a user_id")  # Slack always sends one
-        reply = await HANDLERS[command.name](services, command, user)
+        reply = await (handlers or HANDLERS)[command.name](services, command, user)
     except Exception:
         try:
             await services.replier.ephemeral(body, replies.failure_reply())
@@ -137,6 +153,7 @@ async def digest(services: Services, command: Command, user: str) -> Reply:
     return replies.coming_reply(command, "the daily digest")
 
 
+ACTION_COMMANDS = ("restart", "pause", "resume", "clear-cache")
 HANDLERS: dict[str, Handler] = {
     "help": help_,
     "status": status,

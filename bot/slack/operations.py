@@ -3,8 +3,10 @@ action requests (restart, pause, resume, clear-cache).
 
 Each re-reads the project from the current config (it may have been reloaded since the
 text was parsed) and authorises again, then makes one store call that writes the row and
-its event together.  Action requests are only recorded here: issue "Autonomy" approves,
-executes and guards them, so no ``/control`` call is ever made from this module.
+its event together.  An action asked for by an approver of the project's group is stored
+as runnable (the Action Executor runs it at once, counting the budget); one in the
+project's ``needs_approval``, or asked for by anyone else, is stored with an approval,
+whose card the notifier posts.  No ``/control`` call is ever made from this module.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
+from agents import actions
 from agents.events import (
-    ACTION_REQUESTED,
     INCIDENT_UPDATED,
     SILENCE_CREATED,
     SILENCE_ENDED,
@@ -22,14 +24,14 @@ from agents.events import (
 )
 from bot.config import Config, Project
 from bot.slack import replies
+from bot.slack.approvers import Approvers, Verdict
 from bot.slack.command_parser import Command
 from bot.slack.replies import Reply
 from bot.slack.services import Services
 from bot.slack.views import short_id
+from storage.autonomy_store import AuditEntry
 from storage.base import EventFor, Incident
 from storage.operations_store import (
-    ActionEventFor,
-    ActionRequest,
     AmbiguousIncident,
     Silence,
     SilenceEventFor,
@@ -68,20 +70,6 @@ def ack_event(by: str, at: datetime) -> EventFor:
         payload = {"fingerprint": incident.fingerprint, "severity": incident.severity,
                    "summary": incident.summary, "acked_by": by}  # fmt: skip
         return Event(INCIDENT_UPDATED, at, SOURCE, payload, incident.project, incident.id)
-
-    return build
-
-
-def action_event(incident_id: str | None) -> ActionEventFor:
-    """``incident_id``: the incident the request is about, so that its card's thread
-    shows the request (the notifier threads any event that carries one)."""
-
-    def build(request: ActionRequest) -> Event:
-        payload = {"action_id": request.id, "action": request.action,
-                   "requested_by": request.requested_by, "reason": request.reason,
-                   "needs_approval": request.needs_approval}  # fmt: skip
-        return Event(ACTION_REQUESTED, request.created_at, SOURCE, payload,
-                     request.project, incident_id)  # fmt: skip
 
     return build
 
@@ -134,24 +122,42 @@ async def ack(services: Services, command: Command, user: str) -> Reply:
 # -- action requests -----------------------------------------------------------------------
 
 
-def approval_needed(config: Config, project: Project, action: str, user: str) -> tuple[bool, str]:
+async def approval_needed(
+    config: Config, project: Project, action: str, user: str, approvers: Approvers | None
+) -> tuple[bool, str]:
     """(needs approval, why) for ``user`` asking for ``action`` on ``project``.
 
-    Approvers are the project's orchestrator's ``approvers``; only user ids count for now
-    (user groups are resolved with the Autonomy issue), and an empty list is nobody."""
+    Approvers are the project's orchestrator's ``approvers``: user ids, and the members of
+    user groups (``approvers``; without it only user ids count).  An empty list is
+    nobody; a user group that cannot be read counts as "not an approver"."""
     word = action.replace("_", "-")
     if action in project.needs_approval:
         return True, f"{word} on {project.name} always needs an approver."
-    group = config.orchestrators.get(project.orchestrator or "")
-    if group is None:
+    verdict = await _verdict(config, project, user, approvers)
+    if verdict.why == "no_group":
         return True, f"{project.name} is in no orchestrator group, so it has no approvers."
-    users = [a for a in group.approvers if a[0] in "UW"]  # S…: a user group, not yet resolved
-    if user in users:
+    if verdict.allowed:
         return False, f"requested by an approver of {project.orchestrator}."
+    if verdict.why == "lookup_failed":
+        return True, f"the approvers of {project.orchestrator} could not be checked just now."
     return True, f"the requester is not an approver of {project.orchestrator}."
 
 
-async def request_action(services: Services, command: Command, user: str) -> Reply:
+async def _verdict(
+    config: Config, project: Project, user: str, approvers: Approvers | None
+) -> Verdict:
+    if approvers is not None:
+        return await approvers.check(config, project, user)
+    group = config.orchestrators.get(project.orchestrator or "")
+    if group is None or project.orchestrator is None:
+        return Verdict(False, "no_group", None)
+    listed = user in group.approvers and user[:1] in ("U", "W")
+    return Verdict(listed, "approver" if listed else "not_approver", project.orchestrator)
+
+
+async def request_action(
+    services: Services, command: Command, user: str, *, approvers: Approvers | None = None
+) -> Reply:
     project = current_project(services, command.project)
     action = command.action
     if project is None or action is None:
@@ -161,13 +167,27 @@ async def request_action(services: Services, command: Command, user: str) -> Rep
         return replies.error_reply(
             f"{project.name} does not allow {command.name} (allowed: {allowed})"
         )
-    needs, why = approval_needed(services.config(), project, action, user)
+    needs, why = await approval_needed(services.config(), project, action, user, approvers)
     incidents = await services.store.list_incidents(project=project.name, open_only=True)
     about = _main_incident(incidents)
-    request = await services.store.request_action(
-        project.name, action, user, f"/orch {command.name} in Slack", needs,
-        action_event(about.id if about else None),
+    reason = f"/orch {command.name} in Slack"
+    requested = await actions.request_action(
+        services.store, project.name, action, requested_by=user, reason=reason, origin="user",
+        needs_approval=needs, incident_id=about.id if about else None, source=SOURCE,
+        approval_ttl_s=project.policy.approval_ttl,
     )  # fmt: skip
+    services.wake()
+    request, approval = requested.action, requested.approval
+    if approval is None:
+        # Runs at once: the executor counts it against the budget and audits the run.
+        await services.store.append_audit(AuditEntry(
+            actor=user, actor_kind="user", action=action, decision="allowed",
+            project=project.name, reason=reason, outcome="approver", action_id=request.id,
+            details={"why": why},
+        ))  # fmt: skip
+        return replies.action_reply(request, why)
+    expires = f"{approval.expires_at:%H:%M} UTC"
+    why += f" Approval `{short_id(approval.id)}` waits for an approver until {expires}."
     return replies.action_reply(request, why)
 
 

@@ -17,7 +17,15 @@ from datetime import datetime
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from bot.cards import CommandHelp, ErrorView, HelpView, HomeView, ProjectRow, StatusReplyView
+from bot.cards import (
+    CommandHelp,
+    ErrorView,
+    HelpView,
+    HomeView,
+    ProjectRow,
+    StatusReplyView,
+    slack_id_or_none,
+)
 from bot.config import Config, Project
 from bot.render import render_blocks
 from bot.slack.command_parser import USAGE, Command
@@ -33,6 +41,7 @@ from bot.slack.views import (
     SilenceView,
     short_id,
 )
+from storage.autonomy_store import DecisionResult
 from storage.base import Incident, ProbeRecord
 from storage.operations_store import ActionRequest, IncidentAck, Silence
 
@@ -44,10 +53,10 @@ DESCRIPTIONS: Final = {
     "projects": "the configured projects",
     "incidents": "open incidents, with the ids /orch ack takes",
     "history": "uptime, downtime, MTTR and a timeline over 24 h or 7 days",
-    "restart": "ask orch to restart a project",
-    "pause": "ask orch to pause a project",
-    "resume": "ask orch to resume a paused project",
-    "clear-cache": "ask orch to clear a project's cache",
+    "restart": "restart a project (an approver: at once; anyone else: asks for approval)",
+    "pause": "pause a project (an approver: at once; anyone else: asks for approval)",
+    "resume": "resume a paused project (likewise)",
+    "clear-cache": "clear a project's cache (likewise)",
     "silence": "no new incident posts for a project for a while (still recorded)",
     "unsilence": "end a project's silence early",
     "ack": "take an incident on (by id, its first 6 characters, or fingerprint)",
@@ -248,3 +257,54 @@ def ack_reply(incident: Incident, by: str) -> Reply:
 def action_reply(request: ActionRequest, why: str) -> Reply:
     view = ActionRequestView.of(request, why)
     return _render("action_request_reply.json.j2", response_type="in_channel", request=view)
+
+
+# -- approvals (the answers to Approve / Deny, told to the clicker alone) ----------------
+
+
+def _hhmm(moment: datetime | None) -> str:
+    return f"{moment:%H:%M} UTC" if moment is not None else "an unknown time"
+
+
+def notice_reply(
+    icon: str, message: str, hint: str = "", *, mention_id: str | None = None, after: str = ""
+) -> Reply:
+    """An ephemeral answer that is not necessarily a failure; values raw (the template
+    escapes them).  ``mention_id`` (a Slack user) is mentioned after ``message``, then
+    ``after`` follows."""
+    view = ErrorView(message, hint, icon, mention_id, after)
+    tail = f" <@{mention_id}>{escape(after)}" if mention_id else ""
+    return _render("error_reply.json.j2", text=f"{icon} {escape(message)}{tail}", error=view)
+
+
+def _already(word: str, ident: str | None, at: datetime | None) -> Reply:
+    """A Slack user who decided is mentioned; anyone else (an operator) is named."""
+    user = slack_id_or_none(ident)
+    rest = f" at {_hhmm(at)}; nothing changed."
+    if user is not None and user[0] in "UW":
+        return notice_reply("ℹ️", f"Already {word} by", mention_id=user, after=rest)
+    return notice_reply("ℹ️", f"Already {word} by {ident or 'someone'}{rest}")
+
+
+def decision_reply(result: DecisionResult, decision: str) -> Reply:
+    """What ``decide_approval`` came to, for whoever clicked."""
+    a = result.approval
+    if a is None or result.outcome == "not_found":
+        return error_reply("That approval does not exist.", "The App Home lists those waiting.")
+    action = a.action.replace("_", "-")
+    if result.outcome == "won" and decision == "granted":
+        return notice_reply("✅", f"Approved; running {action} on {a.project}.",
+                            "The outcome follows in the thread.")  # fmt: skip
+    if result.outcome == "won":
+        return notice_reply("👎", f"Denied; {action} on {a.project} will not run.")
+    if result.outcome == "already_decided":
+        return _already("approved" if a.state == "granted" else "denied", a.decided_by,
+                        a.decided_at)  # fmt: skip
+    if result.outcome == "expired":
+        hint = f"Ask again: /orch {action} {a.project}"
+        return notice_reply("⌛", f"Expired at {_hhmm(a.expires_at)}, nothing ran.", hint)
+    return notice_reply("✋", "You requested it; another approver must approve.")
+
+
+def refused_reply(message: str, hint: str = "") -> Reply:
+    return notice_reply("⛔", message, hint)

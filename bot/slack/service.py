@@ -55,6 +55,10 @@ class _Health(Protocol):
     def statuses(self) -> dict[str, str]: ...
 
 
+class _Relay(Protocol):
+    def wake(self) -> None: ...
+
+
 class RuntimeParts(Protocol):
     """What build_slack reads from the Runtime (a Protocol: no import cycle)."""
 
@@ -70,6 +74,9 @@ class RuntimeParts(Protocol):
     @property
     def health(self) -> _Health: ...
 
+    @property
+    def relay(self) -> _Relay: ...
+
 
 def build_slack(settings: Settings, runtime: RuntimeParts) -> SlackService | None:
     """The Slack app for this process, or None when SLACK_BOT_TOKEN is unset."""
@@ -83,6 +90,7 @@ def build_slack(settings: Settings, runtime: RuntimeParts) -> SlackService | Non
         store=runtime.store,
         statuses=runtime.health.statuses,
         clock=runtime.clock,
+        wake=runtime.relay.wake,
     )
 
 
@@ -103,6 +111,7 @@ class SlackService:
         clock: Clock,
         markers: RetryMarkers | None = None,
         ping_interval: float = 10.0,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         if not settings.slack_bot_token:
             raise ValueError("SlackService needs SLACK_BOT_TOKEN")
@@ -118,7 +127,8 @@ class SlackService:
         self.app = build_app(self.client, settings.slack_signing_secret, settings.env)
         self.background = Background(markers or StoreRetryMarkers(store))
         replier = Replier(self._require_session, self.client)
-        self.services = Services(config, store, statuses, clock, self.background, replier)
+        self.services = Services(config, store, statuses, clock, self.background, replier,
+                                 wake=wake or (lambda: None))  # fmt: skip
         register_listeners(self.app, self.services)
         self._socket = (
             SocketModeConnection(self.app, settings.slack_app_token, ping_interval=ping_interval)

@@ -55,3 +55,6 @@ class Services:
     background: Background
     replier: Replier
     home_users: RecentUsers = field(default_factory=RecentUsers)
+    # The outbox relay's wake: events a listener stored are published now, not at the
+    # relay's next sweep (an approval then runs a second sooner).
+    wake: Callable[[], None] = lambda: None
