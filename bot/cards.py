@@ -10,7 +10,6 @@ opaque ids; the render filters refuse anything else.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from datetime import datetime
 from typing import Any, Final
 
 from agents.events import Event
+from bot.escalation_text import describe_escalation
+from bot.payload_text import text_of
 from bot.render import format_duration
 from storage.autonomy_store import Approval
 from storage.base import Incident
@@ -268,21 +269,6 @@ class TimelineEntry:
         return cls(event.type, event.ts, headline, details, None)
 
 
-def text_of(value: Any, limit: int = 500) -> str:
-    """A payload value as one line of text (payloads are JSON: anything may arrive)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "yes" if value else "no"
-    elif isinstance(value, int | float):
-        text = f"{value:g}"
-    else:
-        text = json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _SUSPENDED: Final = {
     "budget_exhausted": "the restart budget is used up",
     "breaker_open": "the circuit breaker is open",
@@ -391,12 +377,7 @@ def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         why = _SUSPENDED.get(reason, text_of(reason)) if isinstance(reason, str) else ""
         headline = f"Auto-remediation suspended: {why or 'no reason given'}"
     elif kind == "escalation.raised":
-        headline = f"Escalated: {text_of(p.get('reason')) or 'needs a human'}"
-        context = p.get("context")
-        if isinstance(context, dict):
-            details = [f"{k}: {text_of(v)}" for k, v in sorted(context.items())]
-        else:
-            details = [text_of(context, 2000)]
+        headline, details = describe_escalation(p)
     elif kind == "analysis.completed":
         headline, details = _analysis(p)
     else:

@@ -46,6 +46,7 @@ from agents.events import (
     APPROVAL_EXPIRED,
     APPROVAL_GRANTED,
     APPROVAL_REQUESTED,
+    ESCALATION_RAISED,
     EVENT_TYPES,
     INCIDENT_OPENED,
     INCIDENT_RESOLVED,
@@ -126,6 +127,9 @@ class SlackNotifier:
 
     async def handle(self, event: Event) -> None:
         project = event.project
+        if event.type == ESCALATION_RAISED and event.incident_id is None:
+            await self._standalone_escalation(event)
+            return
         if project is None or event.type in IGNORED:
             return
         channel = self._channel(project)
@@ -148,6 +152,33 @@ class SlackNotifier:
         if messages and await self._store.slack_enqueue(
             messages, storm_after=self._storm_after, storm_window_s=self._storm_window_s
         ):
+            self._wake()
+
+    async def _standalone_escalation(self, event: Event) -> None:
+        """An escalation about no incident (half the fleet down, an event orch could not
+        handle): a message of its own in the project's channel, or, about the fleet, in
+        every group's channel, each mentioning that group's on-call."""
+        config = self._config()
+        if event.project is not None and self._is_silenced(event.project):
+            return
+        if event.project is not None:
+            targets: dict[str | None, str | None] = {
+                self._channel(event.project): self._oncall(event.project)
+            }
+        else:
+            targets = {g.channel: g.oncall for g in config.orchestrators.values()}
+            if not targets and self._default_channel:
+                targets = {self._default_channel: None}
+        messages: list[NewSlackMessage] = []
+        for channel, oncall in targets.items():
+            if channel is None:
+                continue
+            key = f"escalation:{event.id}:{channel}"
+            entry = TimelineEntry.from_event(event, oncall)
+            payload = {"message": render_blocks("timeline_line.json.j2", entry=entry)}
+            messages.append(NewSlackMessage(channel, "post_card", card_key(key), payload, key,
+                                            event.ts))  # fmt: skip
+        if messages and await self._store.slack_enqueue(messages, storm_after=0):
             self._wake()
 
     # -- what to queue -------------------------------------------------------------------

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
+from agents.escalation import Escalator
 from agents.events import (
     ACTION_STARTED,
     ANALYSIS_COMPLETED,
@@ -310,3 +311,48 @@ async def test_probe_evidence_goes_to_the_other_open_incidents_threads(make_worl
         [evidence] = [c.params for c in later if "thread_ts" in c.params]
         assert evidence["text"] == "🔁 Status healthy → down"
         assert evidence["thread_ts"] == metric_ts
+
+
+async def test_a_fleet_escalation_is_posted_to_every_group_with_its_oncall(
+    make_world: Any,
+) -> None:
+    async with make_world() as world:
+        stack = world.stack
+        escalator = Escalator(stack.store, lambda: CONFIG, lambda: None, clock=stack.clock,
+                              wake=stack.relay.wake)  # fmt: skip
+        down = ["email-blast", "chatbot", *FLEET[:4]]
+        for _ in range(2):  # raised twice (two replicas): posted once
+            await escalator.escalate_fleet("mass_failure", "6 of 11 projects are down", "ep1", down)
+        await stack.settle()
+        await world.pump()
+        channels = sorted(c.params["channel"] for c in world.posts())
+        assert channels == ["#ops-fleet", "#ops-outreach", "#ops-support"]
+        [outreach] = world.posts("#ops-outreach")
+        text = json.dumps(outreach.params, ensure_ascii=False)
+        assert "orch suspects its own network" in text
+        assert "Down: email-blast, chatbot, svc-0" in text
+        assert "<!subteam^S0ONCALL>" in text  # the group's on-call is paged
+        assert "subteam" not in json.dumps(world.posts("#ops-support")[0].params)
+
+
+async def test_an_escalation_reads_as_sentences_not_json(make_world: Any) -> None:
+    async with make_world() as world:
+        await world.status("email-blast")
+        incident = await world.incident("email-blast")
+        context = {
+            "summary": "2 automatic restart attempt(s) did not fix email-blast",
+            "recent_probes": [{"level": "fail", "reason": "HTTP 503"}] * 3,
+            "actions": [{"action": "restart", "state": "failed", "error": "still failing"}],
+            "logs": [{"ts": "t", "level": "error", "message": "No space left on device"}],
+        }
+        await world.emit("escalation.raised", incident,
+                         {"reason": "attempts_exhausted", "context": context})  # fmt: skip
+        await world.pump()
+        reply = world.posts()[-1]
+        text = json.dumps(reply.params, ensure_ascii=False)
+        assert reply.params["thread_ts"]
+        assert "Needs a human: automatic fixes did not help" in text
+        assert "Last 3 probes: 3 failed; newest: HTTP 503" in text
+        assert "Tried: restart failed (still failing)" in text
+        assert "log ERROR: No space left on device" in text
+        assert '{\\"' not in text  # no raw JSON for people
