@@ -328,16 +328,16 @@ class AutoFixer:
             await self._store.resume_remediation(name)
 
     async def _follow_pause(self, name: str, event: Event) -> None:
-        """A verified pause stands auto-fix down until a verified resume."""
+        """A verified pause stands auto-fix down until a verified resume, which also
+        lifts a spent budget's suspension: ``/orch resume`` is how people hand a project
+        back to auto-fix."""
         action = event.payload.get("action")
         if action == "pause":
             by = str(event.payload.get("requested_by") or SOURCE)
             await self._store.suspend_remediation(name, "paused", by, self._suspension_event(None))
             self._wake_relay()
-        elif action == "resume":
-            suspension = await self._store.remediation_suspended(name)
-            if suspension is not None and suspension.reason == "paused":
-                await self._store.resume_remediation(name)
+        elif action == "resume":  # a person says: act on it again (paused or budget spent)
+            await self._store.resume_remediation(name)
 
 
 def _reason(incident: Incident, tried: int) -> str:

@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from agents.actions import request_action
 from agents.autofixer import FLEET, AutoFixer
 from agents.escalation import Escalator
 from agents.events import (
@@ -389,3 +390,35 @@ async def test_after_a_verified_fix_the_incident_gets_time_to_close(stack: Stack
         "clear_cache",
         "clear_cache",
     ]
+
+
+async def test_what_claude_recommends_always_waits_for_a_human(stack: Stack) -> None:
+    requested = await request_action(
+        stack.store, "email-blast", "restart", requested_by="claude", reason="leak suspected",
+        origin="claude", needs_approval=False,
+    )  # fmt: skip
+    assert requested.approval is not None
+    assert requested.action.needs_approval
+    action = await stack.store.get_action(requested.action.id)
+    assert action is not None and action.state == "awaiting_approval"
+
+
+async def test_a_verified_pause_stands_down_until_a_verified_resume(stack: Stack) -> None:
+    fixer = Fixer(stack, config())
+    fixer.fixer.register(stack.bus)
+
+    async def verified(action: str) -> None:
+        payload = {"action_id": "a", "action": action, "requested_by": "U1"}
+        event = Event("action.verified", stack.clock.now(), "test", payload, "email-blast")
+        await stack.relay.emit([event])
+        await stack.settle()
+
+    await verified("pause")
+    suspension = await stack.store.remediation_suspended("email-blast")
+    assert suspension is not None and (suspension.reason, suspension.by) == ("paused", "U1")
+    incident = await open_incident(stack)
+    assert await fixer.evaluate() == "stand_down"
+    await verified("resume")
+    assert await stack.store.remediation_suspended("email-blast") is None
+    assert await fixer.evaluate() == "act"
+    assert len(await stack.store.incident_actions(incident.id)) == 1
