@@ -34,6 +34,10 @@ APPROVAL_EVENT: Final = {
 }
 
 
+# Origins whose requests always wait for a human: the analysis engines.
+ADVISORS: Final = frozenset({"claude", "rules"})
+
+
 @dataclass(frozen=True, slots=True)
 class Requested:
     action: ActionRequest
@@ -88,12 +92,13 @@ async def request_action(
     approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S,
 ) -> Requested:
     """Store the request (and its approval when it needs one), with their events.  What
-    Claude recommends always needs a human's approval, whatever the caller says (DESIGN
-    §6: Claude advises, code decides, people approve).
+    an analysis recommends (Claude's or the rule engine's) always needs a human's
+    approval, whatever the caller says (DESIGN §6: Claude advises, code decides, people
+    approve).
 
     Two transactions: if orch dies between them, the request waits for an approval that
     was never asked, so it never runs: the safe side."""
-    needs_approval = needs_approval or origin == "claude"
+    needs_approval = needs_approval or origin in ADVISORS
     request = await store.request_action(
         project, action, requested_by, reason, needs_approval,
         action_event(incident_id, source), incident_id=incident_id, origin=origin,

@@ -62,7 +62,7 @@ LOCK_PREFIX: Final = "act:"
 SLOT_PREFIX: Final = "remediation-slot:"
 LEASE_MARGIN_S: Final = 30.0
 SWEEP_REQUESTED_LIMIT: Final = 1000
-ACTOR_KIND: Final = {"user": "user", "operator": "operator", "autofix": "agent",
+ACTOR_KIND: Final = {"user": "user", "operator": "operator", "autofix": "agent", "rules": "agent",
                      "claude": "claude"}  # fmt: skip
 
 

@@ -313,7 +313,13 @@ def _analysis(p: dict[str, Any]) -> tuple[str, list[str]]:
         f"Recommended: {text_of(p.get('recommended_action')) or 'nothing'}"
         f" (confidence {text_of(confidence) or '?'}, risk {text_of(p.get('risk')) or '?'})"
     )
-    return f"Analysis by {text_of(p.get('engine')) or 'unknown engine'}", lines
+    if p.get("explanation"):
+        lines.append(text_of(p.get("explanation"), 1000))
+    if p.get("claude_unavailable"):
+        lines.append(f"(Rule engine: {text_of(p.get('claude_unavailable'), 200)})")
+    category = text_of(p.get("root_cause_category")).replace("_", " ")
+    engine = text_of(p.get("engine")) or "unknown engine"
+    return f"Analysis by {engine}" + (f": {category}" if category else ""), lines
 
 
 def _approval(kind: str, action: str, p: dict[str, Any]) -> tuple[str, list[str]]:

@@ -163,6 +163,12 @@ class Defaults(_Strict):
     # at once from which orch suspects its own network and restarts nothing.
     max_concurrent_remediations: int = Field(2, ge=1, le=100)
     mass_failure_ratio: float = Field(0.5, gt=0, le=1)
+    # Claude's budgets (input + output tokens): fleet-wide per UTC day, and per incident.
+    # When spent, the rule engine explains instead.
+    analysis_daily_tokens: int = Field(500_000, ge=0)
+    analysis_incident_tokens: int = Field(50_000, ge=0)
+    # Hosts whose links an analysis may show (a runbook wiki, say); others are removed.
+    analysis_link_hosts: list[str] = Field(default_factory=list)
 
     @field_validator("timeout")
     @classmethod

@@ -16,6 +16,7 @@ REASONS: Final = {
     "mass_failure": "much of the fleet is down at once; orch suspects its own network"
     " and restarts nothing",
     "dead_letter": "orch could not handle one of its own events",
+    "analysis_requested": "an analysis was asked for",
 }
 LOG_LINES: Final = 5
 SHOWN_DOWN: Final = 10
@@ -29,6 +30,8 @@ def describe_escalation(p: dict[str, Any]) -> tuple[str, list[str]]:
     if not isinstance(context, dict):
         return headline, [text_of(context, 2000)]
     lines = [text_of(context.get("summary"), 500)]
+    if reason == "analysis_requested":  # a person asking, not a problem report
+        return "Analysis requested", [line for line in lines if line]
     lines.append(_probes(context.get("recent_probes")))
     lines.append(_tried(context.get("actions")))
     lines += _logs(context.get("logs"))

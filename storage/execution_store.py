@@ -36,8 +36,10 @@ EXPIRED: Final = ACTION_STATE["expired"]
 # Not finished yet: a project with one of these has an action in flight.
 IN_FLIGHT: Final = frozenset({REQUESTED, AWAITING_APPROVAL, APPROVED, RUNNING, VERIFYING})
 FINISHED: Final = frozenset({VERIFIED, FAILED, DENIED, EXPIRED})
-# Who decided to act.  ``autofix`` and ``claude`` are orch; the others are people.
-ORIGINS: Final = ("user", "operator", "autofix", "claude")
+# Who decided to act.  ``autofix`` is orch's Auto-Fixer; ``claude`` and ``rules`` are the
+# two analysis engines recommending (always through a human's approval); the others are
+# people.
+ORIGINS: Final = ("user", "operator", "autofix", "claude", "rules")
 OUTCOMES: Final = ("accepted", "refused", "unknown")
 
 

@@ -22,6 +22,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from agents.clock import Clock
+from agents.decision import ASKED
+from agents.events import ESCALATION_RAISED, Event
 from bot.slack import fleet, operations, replies
 from bot.slack.approvers import Approvers
 from bot.slack.command_parser import USAGE, Command, CommandError, parse
@@ -30,6 +33,7 @@ from bot.slack.operations import current_project
 from bot.slack.replies import Reply
 from bot.slack.services import Services
 from bot.slack.work import is_retry, request_key
+from storage.base import Incident
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +148,29 @@ async def incidents(services: Services, command: Command, user: str) -> Reply:
 
 
 async def analyze(services: Services, command: Command, user: str) -> Reply:
-    # TODO(analysis): ask the DecisionAgent (Claude or rules) about command.project.
-    return replies.coming_reply(command, "Claude analysis")
+    """Ask for an analysis of the project's open incident.  It takes up to 30 s (Claude),
+    so it is not done here: the request is an event (``agents.decision`` answers it on
+    whichever replica, in the incident's thread)."""
+    name = command.project or ""
+    incidents = await services.store.list_incidents(project=name, open_only=True)
+    if not incidents:
+        return replies.error_reply(
+            f"{name} has no open incident to analyse.", "/orch status shows how it is now."
+        )
+    down = [i for i in incidents if i.condition == "down"]
+    incident = next(iter(down or incidents))
+    await services.store.append_events([analysis_request(incident, user, services.clock)])
+    services.wake()
+    return replies.notice_reply(
+        "🔎", f"Analysing {name} ({incident.summary[:80]}); the answer comes in the incident's"
+        " thread, asked by", mention_id=user, after=".",
+    )  # fmt: skip
+
+
+def analysis_request(incident: Incident, user: str, clock: Clock) -> Event:
+    context = {"summary": f"<@{user}> asked for an analysis", "requested_by": user}
+    return Event(ESCALATION_RAISED, clock.now(), "slack",
+                 {"reason": ASKED, "context": context}, incident.project, incident.id)  # fmt: skip
 
 
 async def digest(services: Services, command: Command, user: str) -> Reply:

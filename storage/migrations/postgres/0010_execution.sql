@@ -4,7 +4,7 @@
 ALTER TABLE actions
     ADD COLUMN incident_id text,
     ADD COLUMN origin      text NOT NULL DEFAULT 'user'
-                           CHECK (origin IN ('user', 'operator', 'autofix', 'claude')),
+                           CHECK (origin IN ('user', 'operator', 'autofix', 'claude', 'rules')),
     ADD COLUMN outcome     text,
     ADD COLUMN error       text,
     ADD COLUMN executor    text,

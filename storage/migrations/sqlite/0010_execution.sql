@@ -4,7 +4,7 @@
 
 ALTER TABLE actions ADD COLUMN incident_id TEXT;
 ALTER TABLE actions ADD COLUMN origin TEXT NOT NULL DEFAULT 'user'
-    CHECK (origin IN ('user', 'operator', 'autofix', 'claude'));
+    CHECK (origin IN ('user', 'operator', 'autofix', 'claude', 'rules'));
 ALTER TABLE actions ADD COLUMN outcome TEXT;
 ALTER TABLE actions ADD COLUMN error TEXT;
 ALTER TABLE actions ADD COLUMN executor TEXT;
