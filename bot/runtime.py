@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from agents.autofixer import AutoFixer
 from agents.bus import EventBus
 from agents.bus_factory import make_bus
 from agents.clock import Clock, SystemClock
 from agents.coordination import LeaseKeeper, default_replica_id
-from agents.escalation import Escalator, dead_letter_escalation
+from agents.escalation import dead_letter_escalation
 from agents.events import Event
-from agents.executor import ActionExecutor
 from agents.health import STATUSES, HealthMonitor
 from agents.incidents import IncidentManager
 from agents.metrics_analyzer import MetricsAnalyzer
@@ -34,11 +32,11 @@ from agents.probe import ProbeClient
 from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
 from agents.retention import RetentionJob
+from bot.acting import Acting
 from bot.config import Config, Project
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
 from bot.notifier import SlackNotifier
-from bot.secrets import control_secret
 from bot.settings import Settings
 from bot.slack.home_refresh import HomeRefresher
 from bot.slack.service import build_slack
@@ -118,28 +116,14 @@ class Runtime:
         self.result_listeners: list[ResultListener] = list(self.options.extra_result_listeners)
         self._session: aiohttp.ClientSession | None = None
         self.monitor: ProjectMonitor | None = None
-        # Acting: the Auto-Fixer decides (for the projects this replica polls), escalates
-        # what it must not or cannot fix.
-        self.escalator = Escalator(
-            self.store, lambda: self.config, lambda: self._session, clock=self.clock,
-            wake=self.relay.wake,
-        )  # fmt: skip
-        self.autofixer = AutoFixer(
-            self.store, lambda: self.config, self.escalator, clock=self.clock,
-            wake=self.relay.wake, replica_id=self.replica_id, held=self._polled,
-            is_flapping=self.health.is_flapping,
-        )  # fmt: skip
-        self.autofixer.register(self.bus)
-        # Running what was decided (by the Auto-Fixer, a person, an approval): signed
-        # /control calls or configured commands, verified by probing again.
+        # Deciding, acting and explaining (bot.acting); the probe client comes at start.
         self._prober: ProbeClient | None = None
-        self.executor = ActionExecutor(
-            self.store, lambda: self.config, lambda: self._session, self._probe,
-            lambda project: control_secret(project, self.config, settings.env),
-            self.replica_id, clock=self.clock, wake=self.relay.wake,
-            command_env=settings.command_env(),
+        self.acting = Acting(
+            settings, self.store, lambda: self.config, lambda: self._session, self._probe,
+            replica_id=self.replica_id, clock=self.clock, wake=self.relay.wake,
+            polled=self._polled, is_flapping=self.health.is_flapping,
         )  # fmt: skip
-        self.executor.register(self.bus)
+        self.acting.register(self.bus)
         self.web: WebServer | None = None
         self.keeper = LeaseKeeper(
             self.store,
@@ -183,10 +167,8 @@ class Runtime:
         await self.keeper.start()  # its first beat hands the monitor this replica's share
         self._started.append("leases")
         self._leased_before = True  # from now on, a newly held project is a takeover
-        await self.executor.start()
-        self._started.append("executor")
-        await self.autofixer.start()
-        self._started.append("autofixer")
+        await self.acting.start()
+        self._started.append("acting")
         self.scheduler.start()
         self._started.append("scheduler")
         if self.slack is not None:
@@ -212,8 +194,7 @@ class Runtime:
             "slack-outbox": lambda: self.slack_outbox.stop() if self.slack_outbox else _nothing(),
             "slack": self._stop_slack,
             "scheduler": self.scheduler.stop,
-            "autofixer": self.autofixer.stop,
-            "executor": self.executor.stop,
+            "acting": self.acting.stop,
             "leases": self._hand_back,
             "monitor": lambda: self.monitor.stop() if self.monitor else _nothing(),
             "session": lambda: self._session.close() if self._session else _nothing(),

@@ -29,7 +29,7 @@ class Settings:
     slack_api_url: str = "https://slack.com/api/"
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
-    claude_model: str = "claude-sonnet-4-5"
+    claude_model: str = "claude-sonnet-5-5"
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for secret lookups
 
     def command_env(self) -> dict[str, str]:
@@ -53,6 +53,6 @@ class Settings:
             slack_api_url=env.get("SLACK_API_URL") or "https://slack.com/api/",
             anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
-            claude_model=env.get("ORCH_CLAUDE_MODEL") or "claude-sonnet-4-5",
+            claude_model=env.get("ORCH_CLAUDE_MODEL") or "claude-sonnet-5-5",
             env=env,
         )

@@ -123,10 +123,11 @@ async def test_a_project_failing_forever_gets_three_restarts_then_is_left_alone(
     await runtime.start()
     try:
 
-        async def suspended() -> bool:
-            return await runtime.store.remediation_suspended("social-media") is not None
+        async def escalated() -> bool:  # written right after the suspension
+            return bool(await events_of(runtime, ESCALATION_RAISED, "social-media"))
 
-        await eventually(suspended, "auto-fix suspended", timeout=40)
+        await eventually(escalated, "auto-fix suspended and escalated", timeout=40)
+        assert await runtime.store.remediation_suspended("social-media") is not None
         assert fleet.service("social-media").restarts == 3
         [escalation] = await events_of(runtime, ESCALATION_RAISED, "social-media")
         assert escalation.payload["reason"] == "budget_exhausted"
@@ -137,7 +138,7 @@ async def test_a_project_failing_forever_gets_three_restarts_then_is_left_alone(
     again = Runtime(settings, config, options=options)
     await again.start()
     try:
-        decisions = await again.autofixer.sweep()
+        decisions = await again.acting.autofixer.sweep()
         assert [d.kind for d in decisions] == ["stand_down"]
         assert fleet.service("social-media").restarts == 3
     finally:

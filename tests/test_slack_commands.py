@@ -81,23 +81,23 @@ async def test_incidents() -> None:
         assert text.startswith("*1 open incident(s)*\n• `email-blast:down` critical, open 5m")
 
 
-@pytest.mark.parametrize(
-    ("text", "feature"),
-    [
-        ("analyze chatbot", "Claude analysis"),
-        ("digest", "the daily digest"),
-    ],
-)
-async def test_subcommands_still_to_come_say_so_and_change_nothing(text: str, feature: str) -> None:
+async def test_analyze_without_an_incident_says_so_and_changes_nothing() -> None:
     async with slack_harness() as h:
-        reply = (await h.answer(text))["text"]
-        name = text.split()[0]
-        assert reply.startswith(f"`/orch {name}`")
-        assert f"comes with {feature}" in reply and reply.endswith("Nothing was changed.")
-        assert h.fake.methods() == ["response_url"]
+        reply = (await h.answer("analyze chatbot"))["text"]
+        assert "chatbot has no open incident to analyse" in reply
         assert await h.store.count_rows() == {
             "probes": 0, "metric_samples": 0, "events": 0, "incidents": 0,
         }  # fmt: skip
+
+
+async def test_analyze_asks_for_an_analysis_of_the_open_incident() -> None:
+    async with slack_harness() as h:
+        await _seed(h)
+        reply = (await h.answer("analyze email-blast"))["text"]
+        assert reply.startswith("🔎 Analysing email-blast")
+        [asked] = await h.store.list_events(types=["escalation.raised"])
+        assert asked.payload["reason"] == "analysis_requested"
+        assert asked.incident_id is not None and asked.project == "email-blast"
 
 
 async def _refused(h: Harness, text: str) -> str:
