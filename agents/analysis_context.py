@@ -178,29 +178,39 @@ async def _logs(
     project: Project, session: aiohttp.ClientSession | None, notes: list[str]
 ) -> tuple[list[LogLine], list[LogLine]]:
     """(the newest lines, older error lines), redacted and within the character budget."""
-    if project.kind != "contract" or session is None:
-        return [], []
-    try:
-        async with asyncio.timeout(LOGS_TIMEOUT_S):
-            async with session.get(
-                f"{project.url}/logs", params={"limit": str(LOG_FETCH)}, allow_redirects=False
-            ) as response:
-                if response.status != 200:
-                    notes.append(f"/logs answered HTTP {response.status}")
-                    return [], []
-                body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        notes.append(f"/logs could not be read: {type(exc).__name__}")
-        return [], []
-    entries = body.get("entries") if isinstance(body, dict) else None
-    if not isinstance(entries, list):
-        notes.append("/logs did not answer with entries")
-        return [], []
-    lines = [_line(e) for e in entries[-LOG_FETCH:] if isinstance(e, dict)]
+    lines = await fetch_log_lines(project, session, LOG_FETCH, notes)
     tail = lines[-LOG_TAIL:]
     older = lines[: -LOG_TAIL or None] if len(lines) > LOG_TAIL else []
     errors = _dedupe([line for line in older if _is_error(line)])[-ERROR_LINES:]
     return _within_budget(tail, errors)
+
+
+async def fetch_log_lines(
+    project: Project, session: aiohttp.ClientSession | None, limit: int, notes: list[str]
+) -> list[LogLine]:
+    """The newest ``limit`` lines of a contract project's ``/logs``, oldest first, each
+    redacted and cut to LOG_LINE_CHARS; [] (and a note why) when it cannot be read: a
+    project that is down often cannot answer, and nobody waits longer than
+    LOGS_TIMEOUT_S for it."""
+    if project.kind != "contract" or session is None:
+        return []
+    try:
+        async with asyncio.timeout(LOGS_TIMEOUT_S):
+            async with session.get(
+                f"{project.url}/logs", params={"limit": str(limit)}, allow_redirects=False
+            ) as response:
+                if response.status != 200:
+                    notes.append(f"/logs answered HTTP {response.status}")
+                    return []
+                body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        notes.append(f"/logs could not be read: {type(exc).__name__}")
+        return []
+    entries = body.get("entries") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        notes.append("/logs did not answer with entries")
+        return []
+    return [_line(e) for e in entries[-limit:] if isinstance(e, dict)]
 
 
 def _line(entry: dict[str, Any]) -> LogLine:

@@ -13,7 +13,6 @@ redelivery escalating the same thing store it once, so humans are paged once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from agents.analysis_context import fetch_log_lines
 from agents.clock import Clock
 from agents.events import ESCALATION_RAISED, Event
 from agents.redact import redact
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 SOURCE: Final = "autofixer"
 PROBES_SHOWN: Final = 5
 LOG_LINES: Final = 15
-LOG_LINE_CHARS: Final = 300
-LOGS_TIMEOUT_S: Final = 3.0
 
 
 def escalation_id(subject: str, reason: str) -> str:
@@ -127,29 +125,7 @@ class Escalator:
                 for a in await self._store.incident_actions(incident.id)]  # fmt: skip
 
     async def _logs(self, project: Project) -> list[dict[str, str]]:
-        """The tail of ``/logs`` (contract projects), redacted; [] when it cannot be read:
-        a project that is down often cannot answer, and the escalation must not wait."""
-        session = self._session()
-        if project.kind != "contract" or session is None:
-            return []
-        try:
-            async with asyncio.timeout(LOGS_TIMEOUT_S):
-                async with session.get(
-                    f"{project.url}/logs", params={"limit": str(LOG_LINES)}, allow_redirects=False
-                ) as response:
-                    if response.status != 200:
-                        return []
-                    body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.debug("logs of %s not read for the escalation: %s", project.name, exc)
-            return []
-        entries = body.get("entries") if isinstance(body, dict) else None
-        if not isinstance(entries, list):
-            return []
-        lines = []
-        for entry in entries[-LOG_LINES:]:
-            if isinstance(entry, dict):
-                message = redact(str(entry.get("message", "")))[:LOG_LINE_CHARS]
-                ts, level = str(entry.get("ts", ""))[:40], str(entry.get("level", ""))[:10]
-                lines.append({"ts": ts, "level": level, "message": message})
-        return lines
+        """The tail of ``/logs``, redacted; [] when it cannot be read (the escalation
+        must not wait on a project that is down)."""
+        lines = await fetch_log_lines(project, self._session(), LOG_LINES, [])
+        return [{"ts": line.ts, "level": line.level, "message": line.message} for line in lines]
