@@ -38,9 +38,24 @@ def describe(event: Event) -> str:
         "approval.granted": lambda: f"{p.get('action')} approved by {p.get('by')}",
         "approval.denied": lambda: f"{p.get('action')} denied by {p.get('by')}",
         "approval.expired": lambda: f"{p.get('action')} approval expired: nothing ran",
+        "escalation.raised": lambda: (
+            f"NEEDS A HUMAN ({p.get('reason')}): {_context(p).get('summary', '')}"
+        ),
+        "analysis.completed": lambda: (
+            f"analysis by {p.get('engine')}: {p.get('root_cause_category')}, recommends"
+            f" {p.get('recommended_action')} (confidence {p.get('confidence')})"
+        ),
+        "action.verified": lambda: f"{p.get('action')} verified: healthy again",
+        "action.failed": lambda: f"{p.get('action')} failed: {p.get('error')}",
+        "remediation.suspended": lambda: f"auto-fix suspended: {p.get('reason')}",
     }.get(event.type)
     text = what() if what else ", ".join(f"{k}={v}" for k, v in sorted(p.items()))
     return f"{event.ts:%H:%M:%S}  {event.project or '-':<14} {event.type:<24} {text}"
+
+
+def _context(p: dict[str, Any]) -> dict[str, Any]:
+    context = p.get("context")
+    return context if isinstance(context, dict) else {}
 
 
 def _duration(seconds: object) -> str:
