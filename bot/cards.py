@@ -360,6 +360,8 @@ def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         )
     elif kind == "metric.recovered":
         headline = f"{_or_q(p, 'metric')} back to {_or_q(p, 'value')}"
+    elif kind == "incident.updated" and p.get("acked_by"):
+        headline = f"Acknowledged by {text_of(p.get('acked_by'))}"
     elif kind in ("incident.opened", "incident.updated"):
         verb = "opened" if kind == "incident.opened" else "updated, now"
         headline = f"Incident {verb} {text_of(p.get('severity')) or 'of unknown severity'}"

@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from bot.config_api import ApiUsers
+from bot.config_digest import DigestConfig
 from bot.config_policy import Remediation, merged
 from bot.config_rules import cross_problems, reraisable
 from bot.config_values import (  # noqa: F401  (re-exported: the public config API)
@@ -199,6 +201,7 @@ class Orchestrator(_Strict):
     approvers: list[SlackId] = Field(default_factory=list)
     oncall: SlackId | None = None  # a Slack user-group id mentioned on escalations
     projects: list[str] = Field(default_factory=list)
+    digest: DigestConfig = Field(default_factory=DigestConfig)  # bot.config_digest
 
     @field_validator("channel")
     @classmethod
@@ -322,6 +325,7 @@ class Config(_Strict):
     # secret. Refused unless every project URL is on loopback; never use in production.
     # Strict so that a quoted "yes" cannot switch it on past the loopback check.
     demo_secrets: StrictBool = False
+    api_users: ApiUsers = Field(default_factory=dict)  # HTTP API user -> Slack user id
     _by_name: dict[str, Project] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="wrap")

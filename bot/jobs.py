@@ -7,7 +7,11 @@ somebody notices; the claim decides who runs it.  Approval expiry needs no claim
 compare-and-set in the store, so every replica runs it every ``APPROVAL_EXPIRY_EVERY``
 and each due approval is expired once, by whichever replica comes first.  Nor does the
 bucket roll-up (every ``BUCKETS_EVERY``): it is idempotent and the store lets one replica
-at a time do the work (``storage.postgres_buckets``).
+at a time do the work (``storage.postgres_buckets``).  The daily digest has a cron job per
+orchestrator group (its ``digest.time`` in its ``digest.timezone``) and a sweep that
+catches a missed time or a dead replica's claim; both go through ``bot.digest_job``,
+whose (group, local day) claim in the store makes it once a day fleet-wide.  Without
+Slack there is nowhere to post it, and nothing is claimed.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from agents.actions import approval_event
+from agents.clock import Clock
 from agents.events import Event
+from bot.config import Config
+from bot.digest_job import CATCH_UP, SWEEP_EVERY, DigestJob
 from storage.autonomy_store import Approval
 from storage.base import Store
 
@@ -84,6 +92,10 @@ class _Relay(Protocol):
     def wake(self) -> None: ...
 
 
+class _Outbox(Protocol):
+    def wake(self) -> None: ...
+
+
 class _Runtime(Protocol):
     @property
     def retention(self) -> _Retention: ...
@@ -93,6 +105,18 @@ class _Runtime(Protocol):
 
     @property
     def relay(self) -> _Relay: ...
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def replica_id(self) -> str: ...
+
+    @property
+    def slack_outbox(self) -> _Outbox | None: ...
 
     async def run_once(
         self, job: str, run: Callable[[], Awaitable[object]], period: str = "hour"
@@ -104,6 +128,10 @@ class JobScheduler:
         self._runtime = runtime
         self._scheduler: AsyncIOScheduler | None = None
         self.approvals = ApprovalExpiry(runtime.store, wake=runtime.relay.wake)
+        self.digests = DigestJob(
+            runtime.store, lambda: runtime.config, runtime.clock, runtime.replica_id,
+            wake=self._wake_slack,
+        )  # fmt: skip
 
     def start(self) -> None:
         # Created here, not in __init__: APScheduler binds to the loop that is running.
@@ -134,7 +162,30 @@ class JobScheduler:
             coalesce=True,
             max_instances=1,
         )
+        for group, orchestrator in self._runtime.config.orchestrators.items():
+            settings = orchestrator.digest
+            if settings.enabled:
+                at = settings.at
+                when = CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.zone)
+                self._scheduler.add_job(
+                    self.digest, when, args=[group], id=f"digest:{group}", coalesce=True,
+                    max_instances=1, misfire_grace_time=int(CATCH_UP.total_seconds()),
+                )  # fmt: skip
+        self._scheduler.add_job(
+            self.digest_sweep,
+            "interval",
+            seconds=SWEEP_EVERY.total_seconds(),
+            id="digest-sweep",
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC) + FIRST_RUN_AFTER,
+        )
         self._scheduler.start()
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler | None:
+        """The running APScheduler (None before start and after stop)."""
+        return self._scheduler
 
     async def stop(self) -> None:
         if self._scheduler is not None:
@@ -156,6 +207,25 @@ class JobScheduler:
             await self._runtime.retention.roll_up_buckets()
         except Exception:  # the next minute catches up; uptime is exact meanwhile, slower
             log.exception("the bucket roll-up job failed")
+
+    async def digest(self, group: str) -> None:
+        """A group's digest time: post it, on the one replica that claims the day."""
+        if self._runtime.slack_outbox is None:
+            return
+        try:
+            await self.digests.run_group(group)
+        except Exception:  # the sweep retries once the claim is stale
+            log.exception("the digest of %s failed", group)
+
+    async def digest_sweep(self) -> None:
+        """Every group: a digest missed at its time, or a dead replica's stale claim."""
+        if self._runtime.slack_outbox is not None:
+            await self.digests.sweep()
+
+    def _wake_slack(self) -> None:
+        outbox = self._runtime.slack_outbox
+        if outbox is not None:
+            outbox.wake()
 
     async def expire_approvals(self) -> None:
         """On every replica: expiry is a compare-and-set, each approval expires once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "projects.yml
 # Passed on to control commands (agents.command_adapter); everything else is withheld.
 COMMAND_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "KUBECONFIG",
                "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")  # fmt: skip
+
+# The HTTP API (bot.api): off, local (the demo: loopback only, the local operator) or
+# token (Authorization: Bearer, tokens from ORCH_API_TOKENS).
+API_MODES = ("off", "local", "token")
+# An API user's name (ORCH_API_TOKENS, projects.yml's api_users).
+API_USER_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
+API_TOKEN_MIN_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,9 @@ class Settings:
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = None
     claude_model: str = "claude-sonnet-5-5"
+    # None: "token" when api_tokens are set, else "off" (bot.api.auth.api_mode).
+    api_mode: str | None = None
+    api_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)  # token -> user
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for secret lookups
 
     def command_env(self) -> dict[str, str]:
@@ -54,5 +65,36 @@ class Settings:
             anthropic_api_key=env.get("ANTHROPIC_API_KEY") or None,
             anthropic_base_url=env.get("ANTHROPIC_BASE_URL") or None,
             claude_model=env.get("ORCH_CLAUDE_MODEL") or "claude-sonnet-5-5",
+            api_mode=_api_mode(env.get("ORCH_API_MODE") or None),
+            api_tokens=parse_api_tokens(env.get("ORCH_API_TOKENS") or ""),
             env=env,
         )
+
+
+def _api_mode(value: str | None) -> str | None:
+    if value is not None and value not in API_MODES:
+        raise ValueError(f"ORCH_API_MODE must be one of {', '.join(API_MODES)}, got {value!r}")
+    return value
+
+
+def parse_api_tokens(text: str) -> dict[str, str]:
+    """``ORCH_API_TOKENS``: ``user:token`` entries separated by commas → {token: user}.
+    A user may have several tokens (rotation); a token names one user.  Errors say which
+    entry is wrong and never repeat a token."""
+    tokens: dict[str, str] = {}
+    for n, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        user, sep, token = entry.partition(":")
+        where = f"ORCH_API_TOKENS entry {n}"
+        if not sep or not re.fullmatch(API_USER_PATTERN, user):
+            raise ValueError(f"{where} must be user:token with a user like alice or ci-bot")
+        if len(token) < API_TOKEN_MIN_LENGTH or re.search(r"\s", token):
+            raise ValueError(
+                f"{where} ({user}): a token is at least {API_TOKEN_MIN_LENGTH} characters"
+                " without spaces"
+            )
+        if token in tokens:
+            raise ValueError(f"{where} ({user}): that token is already given to {tokens[token]}")
+        tokens[token] = user
+    return tokens

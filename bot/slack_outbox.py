@@ -6,6 +6,9 @@ sends what is pending.  One loop claims due channels from the store and sends ea
 channel's next write in its own task, so a slow or rate-limited channel holds up only
 itself.  The store keeps the pacing: after a write a channel waits ``per_channel_interval``
 (about 1 message/s per channel, Slack's own limit for chat.postMessage), fleet-wide.
+Besides incident cards, their edits and thread lines, and storm messages, it posts
+messages of their own (the digest, a chart's caption: kind ``message``) and the files
+that follow them (kind ``upload``, ``bot.slack_upload``).
 
 What each failure does (``bot.slack_failures.classify``); a row is never deleted:
 
@@ -46,6 +49,7 @@ from agents.clock import Clock
 from agents.lifecycle import cancel_and_wait
 from bot.render import TemplateOutputError
 from bot.slack_failures import Failure, classify
+from bot.slack_upload import upload_file
 from bot.storm import STORM_WINDOW_S, render_storm
 from storage.base import Store
 from storage.slack_store import SlackOutboxRow
@@ -245,7 +249,7 @@ class SlackOutbox:
         """One Web API call for ``row``; None when the row was settled without one."""
         self._api.session = self._client.session  # SlackService sets it when it starts
         message: dict[str, Any] = dict(row.payload.get("message") or {})
-        if row.kind == "post_card":
+        if row.kind in ("post_card", "message"):
             return await self._post_card(row, message)
         if row.kind == "storm":
             storm = await self._store.slack_storm(row.storm_id or 0)
@@ -263,6 +267,8 @@ class SlackOutbox:
         if card is None or card.ts is None:
             await self._done(row, "failed", "card not posted")
             return None
+        if row.kind == "upload":  # a file, shared after its message (bot.slack_upload)
+            return await upload_file(self._api, card.channel, row.payload)
         if row.kind == "update_card":
             if card.folded:  # the storm message is its card; it shows no state to edit
                 await self._done(row, "folded", f"folded into storm {card.storm_id}")

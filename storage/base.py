@@ -22,6 +22,7 @@ from storage.budget_store import BudgetStore
 from storage.coordination import CoordinationStore
 from storage.execution_store import ExecutionStore
 from storage.operations_store import OperationsStore
+from storage.report_store import ReportStore
 from storage.slack_store import SlackStore
 
 
@@ -92,7 +93,7 @@ EventFor = Callable[[Incident], Event]
 # leases, heartbeats, jobs: storage.coordination; the Slack outbox: storage.slack_store
 # silences, acks, action requests: storage.operations_store; approvals, audit log:
 # storage.autonomy_store; remediation budget, suspensions, analyses: storage.budget_store;
-# running actions: storage.execution_store
+# running actions: storage.execution_store; digest facts and runs: storage.report_store
 class Store(
     CoordinationStore,
     SlackStore,
@@ -100,6 +101,7 @@ class Store(
     AutonomyStore,
     BudgetStore,
     ExecutionStore,
+    ReportStore,
     Protocol,
 ):
     async def open(self) -> None:

@@ -30,6 +30,7 @@ from storage.postgres_coordination import PostgresCoordination
 from storage.postgres_execution import PostgresExecution
 from storage.postgres_migrate import apply_migrations
 from storage.postgres_operations import PostgresOperations
+from storage.postgres_reports import PostgresReports
 from storage.postgres_rollups import PostgresRollups, mark_dirty
 from storage.postgres_slack import PostgresSlack
 from storage.postgres_sql import (
@@ -66,6 +67,7 @@ class PostgresStore(
     PostgresAutonomy,
     PostgresBudget,
     PostgresExecution,
+    PostgresReports,
 ):
     def __init__(
         self,

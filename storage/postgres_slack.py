@@ -103,8 +103,9 @@ class PostgresSlack:
                     json.dumps(m.payload, separators=(",", ":"), ensure_ascii=False),
                     "pending", None if m.order_at is None else aware(m.order_at),
                 ]  # fmt: skip
-                if m.kind == "post_card":
-                    added += await _queue_card(conn, args, storm_after, storm_window_s)
+                if m.kind in ("post_card", "message"):  # a message of its own never folds
+                    after = storm_after if m.kind == "post_card" else 0
+                    added += await _queue_card(conn, args, after, storm_window_s)
                 elif await conn.fetchval(_INSERT, *args) is not None:
                     added += 1
         return added
@@ -147,7 +148,7 @@ class PostgresSlack:
             if row is None:
                 return
             channel, kind, incident_id, storm_id = row
-            if kind == "post_card" and ts is not None:
+            if kind in ("post_card", "message") and ts is not None:
                 await conn.execute(
                     "UPDATE slack_messages SET ts = $2, thread_ts = $2,"
                     " channel = coalesce($3, channel) WHERE incident_id = $1",

@@ -15,6 +15,14 @@ Tables (``migrations/*/0005_slack.sql``):
   channel's writes in order and at ~1/s fleet-wide, whatever the number of replicas.
 - ``slack_storms``: grouped messages (``bot.storm`` states the folding rule).
 
+Besides incident cards, two kinds carry messages of their own (migration 0011): a
+``message`` (the daily digest, a chart's caption) is posted like a card but never folded
+into a storm, and its ``incident_id`` is its own key (``digest:<group>:<day>``), under
+which ``slack_messages`` records where it went; an ``upload`` (a PNG, ``files_upload_v2``)
+names that key too, waits like a thread reply until the message has a ``ts``, and is shared
+in the channel the message was posted to (Slack's upload API needs the channel's id, which
+only the posted message tells).
+
 Time is database time (PostgreSQL ``now()``; the SQLite store's injected clock).
 """
 
@@ -25,8 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, Protocol
 
-Kind = Literal["post_card", "update_card", "thread_reply", "storm"]
-KINDS: Final = ("post_card", "update_card", "thread_reply", "storm")
+Kind = Literal["post_card", "update_card", "thread_reply", "storm", "message", "upload"]
+KINDS: Final = ("post_card", "update_card", "thread_reply", "storm", "message", "upload")
 STATES: Final = ("pending", "sent", "failed", "folded")
 # Folding: the defaults of ``bot.storm`` (kept here so the store has no import of bot).
 STORM_AFTER: Final = 5
@@ -36,7 +44,7 @@ STORM_WINDOW_S: Final = 30.0
 # An update or reply waits for its card's ts (its own, or its storm's).  It is also ready
 # when its card failed or was never queued: the sender then fails it, rather than let it
 # wait for ever, unsendable, ahead of nothing.  'card:' is ``card_key`` below.
-READY_SQL: Final = """(o.kind IN ('post_card', 'storm')
+READY_SQL: Final = """(o.kind IN ('post_card', 'storm', 'message')
     OR EXISTS (SELECT 1 FROM slack_messages m LEFT JOIN slack_storms s ON s.id = m.storm_id
                WHERE m.incident_id = o.incident_id AND coalesce(m.ts, s.ts) IS NOT NULL)
     OR EXISTS (SELECT 1 FROM slack_outbox p
@@ -59,7 +67,7 @@ class NewSlackMessage:
     kind: Kind
     dedupe_key: str
     payload: dict[str, Any]
-    incident_id: str | None = None  # every kind but storm
+    incident_id: str | None = None  # every kind but storm (message, upload: the message key)
     order_at: datetime | None = None  # the event's ts: order within the channel; None = now
 
     def __post_init__(self) -> None:

@@ -49,6 +49,7 @@ from storage.sqlite_codec import (
 from storage.sqlite_coordination import SQLiteCoordination
 from storage.sqlite_execution import SQLiteExecution
 from storage.sqlite_operations import SQLiteOperations
+from storage.sqlite_reports import SQLiteReports
 from storage.sqlite_rollups import SQLiteRollups, mark_dirty
 from storage.sqlite_slack import SQLiteSlack
 
@@ -69,6 +70,7 @@ class SQLiteStore(
     SQLiteAutonomy,
     SQLiteBudget,
     SQLiteExecution,
+    SQLiteReports,
 ):
     def __init__(
         self,

@@ -87,8 +87,9 @@ class SQLiteSlack:
                     " ON CONFLICT DO NOTHING",
                     (m.channel, now),
                 )
-                if m.kind == "post_card":
-                    added += await self._queue_card(tx, params, storm_after, storm_window_s)
+                if m.kind in ("post_card", "message"):  # a message of its own never folds
+                    after = storm_after if m.kind == "post_card" else 0
+                    added += await self._queue_card(tx, params, after, storm_window_s)
                 else:
                     added += len(list(await tx.execute_fetchall(_INSERT, params)))
         return added
@@ -184,7 +185,7 @@ class SQLiteSlack:
                 " last_error = NULL WHERE id = :id AND state = 'pending'",
                 p,
             )
-            if sent.kind == "post_card" and ts is not None:
+            if sent.kind in ("post_card", "message") and ts is not None:
                 await tx.execute(
                     "UPDATE slack_messages SET ts = :ts, thread_ts = :ts,"
                     " channel = coalesce(:posted, channel) WHERE incident_id = :incident",

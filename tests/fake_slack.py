@@ -7,6 +7,10 @@
   (a timeout, without waiting on time in the fake).
 - ``POST /response/<name>``: a response_url; records the JSON it receives (method
   ``"response_url"``, params = the JSON plus ``_name``).
+- File uploads as ``files_upload_v2`` makes them: ``files.getUploadURLExternal`` hands out
+  ``POST /upload/<file_id>`` on this server, which records the bytes (method
+  ``"file_upload"``; ``uploads[file_id]`` keeps them; ``fail("file_upload", status=500)``
+  refuses one), and ``files.completeUploadExternal`` answers with the files it shared.
 - ``GET /socket``: the Socket Mode endpoint ``apps.connections.open`` points at.  It
   greets with ``hello``; ``send_envelope`` pushes an envelope to the connected client and
   ``wait_ack`` returns what the client sent back for it.
@@ -52,6 +56,7 @@ class FakeSlack:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
+    uploads: dict[str, bytes] = field(default_factory=dict)  # file id -> the bytes POSTed
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure]] = {}
@@ -69,6 +74,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)  # slack_sdk GETs some (usergroups.*)
         app.router.add_post("/response/{name}", self._response_url)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -216,7 +222,24 @@ class FakeSlack:
             return {"url": self.url.replace("http://", "ws://") + "/socket?ticket=t"}
         if method == "usergroups.users.list":
             return {"users": self.usergroups.get(str(params.get("usergroup")), [])}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._ids):08d}"
+            return {"upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = _as_list(params.get("files"))
+            return {"files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         return {}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        data = await request.read()
+        failure = self._next_failure("file_upload")
+        if failure is None:
+            self.uploads[file_id] = data
+        await self._record(Call("file_upload", {"file_id": file_id, "length": len(data)}))
+        if failure is not None:
+            return web.Response(status=failure.status, text="upload refused")
+        return web.Response(text=f"OK - {len(data)}")
 
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -250,6 +273,12 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value)
     return value if isinstance(value, dict) else {}
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _failure_response(failure: Failure) -> web.Response:

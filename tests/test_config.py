@@ -282,7 +282,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_ones() -> None:
           ops: {channel: "#ops", colour: red}
     """)
     assert (issue.line, issue.field) == (2, "orchestrators.ops.colour")
-    assert issue.message == "unknown key; allowed: channel, approvers, oncall, projects"
+    assert issue.message == "unknown key; allowed: channel, approvers, oncall, projects, digest"
     assert only("project: []\n").message == "unknown key (did you mean 'projects'?)"
 
 

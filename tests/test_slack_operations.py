@@ -402,7 +402,7 @@ async def test_history_24h_has_the_transitions_and_the_numbers(ops: list[str]) -
             "Status down → healthy: ok",
             "Resolved: down for 10m 00s",
         ]
-        assert "uptime chart comes with the daily digest" in text
+        assert "chart of its status and key metrics is posted in #ops-outreach" in text
         week = await answer_as(h, "history chatbot 7d")
         assert week["text"] == "chatbot, last 7d: — up, down 0s, MTTR —"
         assert "No status changes or incidents in this window." in block_text(week)

@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2 import UndefinedError
 
+from agents.analysis_context import AnalysisContext
+from agents.claude_advisor import PromptView
 from agents.events import EVENT_TYPES, Event
 from bot.blockkit import BlockKitError, check_message, check_view, slack_len, validate_message
 from bot.cards import (
@@ -53,6 +55,7 @@ from bot.slack.views import (
 )
 from storage.base import Incident, ProbeRecord
 from storage.operations_store import ActionRequest, IncidentAck, Silence
+from tests.digest_samples import samples as digest_samples
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ONCALL, REQUESTER, DECIDER = "S0ONCALL", "U0REQUEST", "U0DECIDER"
@@ -164,6 +167,7 @@ def samples() -> dict[str, list[dict[str, Any]]]:
             {"home": HomeView.build(rows(20), lines, approvals[:1], NOW)},
         ],
         **slack_reply_samples(),
+        **digest_samples(),
     }
 
 
@@ -184,7 +188,12 @@ def slack_reply_samples() -> dict[str, list[dict[str, Any]]]:
                                      "summary": "down", "severity": "critical"}))
         for kind in ["project.status_changed", "incident.opened", "incident.resolved"] * 14
     )  # fmt: skip
+    prompt = PromptView.build(
+        AnalysisContext("email-blast", "contract", ("restart",), {"id": "i1", "summary": "down"})
+    )
     return {
+        "analysis_prompt.txt.j2": [{"prompt": prompt}],
+        "analysis_system.txt.j2": [{"prompt": prompt}],
         "silence_reply.json.j2": [
             {"silence": SilenceView.of(silence, "created", REQUESTER)},
             {"silence": SilenceView.of(replace(silence, reason=""), "ended", "auto-fixer")},

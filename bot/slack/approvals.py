@@ -18,7 +18,6 @@ by the notifier from the event the decision stored.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Final
 
 from slack_bolt.async_app import AsyncApp
@@ -26,15 +25,14 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from agents.actions import approval_event
+from agents.approving import decide, is_approval_id, refuse
 from bot.slack import replies
 from bot.slack.approvers import Approvers
 from bot.slack.home import publish_home
 from bot.slack.replies import Reply
 from bot.slack.services import Services
 from bot.slack.work import is_retry, request_key
-from storage.autonomy_store import Approval, AuditEntry, Decision, DecisionResult
-from storage.base import Store
+from storage.autonomy_store import Decision
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +40,6 @@ APPROVE: Final = "approval_approve"
 DENY: Final = "approval_deny"
 DECISIONS: Final[dict[str, Decision]] = {APPROVE: "granted", DENY: "denied"}
 SOURCE: Final = "slack"
-# What an approval id may look like (the templates' ``opaque``), checked before the store
-# sees it; anything else is a tampered value.
-_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def register(app: AsyncApp, services: Services, approvers: Approvers) -> None:
@@ -70,10 +65,6 @@ def _listener(services: Services, approvers: Approvers, decision: Decision) -> A
         services.background.submit(request_key(body), is_retry(request.headers), work)
 
     return on_click
-
-
-def is_approval_id(value: str) -> bool:
-    return _ID.fullmatch(value) is not None
 
 
 def _value(body: dict[str, Any]) -> str:
@@ -139,49 +130,3 @@ async def click(
     services.wake()
     log.info("approval %s %s by %s: %s", approval.id, decision, user, result.outcome)
     return replies.decision_reply(result, decision)
-
-
-async def decide(
-    store: Store,
-    approval: Approval,
-    decision: Decision,
-    by: str,
-    *,
-    four_eyes: bool,
-    actor_kind: str,
-    source: str,
-) -> DecisionResult:
-    """The compare-and-set, with the event of the approval's new state threaded into the
-    incident its action is about (the store writes the audit row)."""
-    action = await store.get_action(approval.action_id)
-    incident_id = action.incident_id if action is not None else None
-    return await store.decide_approval(
-        approval.id, decision, by, four_eyes=four_eyes,
-        event_for=approval_event(incident_id, source), actor_kind=actor_kind,
-    )  # fmt: skip
-
-
-async def refuse(
-    store: Store,
-    user: str,
-    decision: Decision,
-    approval: Approval | None,
-    outcome: str,
-    why: str,
-    *,
-    value: str = "",
-    actor_kind: str = "user",
-) -> None:
-    """The audit row of a click refused before any decision was attempted."""
-    details: dict[str, Any] = {"click": decision}
-    if approval is None:
-        details["value"] = value[:200]
-    entry = AuditEntry(
-        actor=user, actor_kind=actor_kind,
-        action=approval.action if approval else "approve", decision="refused",
-        project=approval.project if approval else None, reason=why, outcome=outcome,
-        approval_id=approval.id if approval else (value[:64] or None),
-        action_id=approval.action_id if approval else None, details=details,
-    )  # fmt: skip
-    await store.append_audit(entry)
-    log.info("approval click by %s refused: %s", user, outcome)

@@ -5,7 +5,7 @@ background: parse errors and ``help`` are answered in the ack itself (nothing el
 every other subcommand acks empty and answers through the response_url once its data is
 read, so a slow store never delays the ack.  Each subcommand has a handler in ``HANDLERS``
 that returns a ``Reply``: reading ones here, changing ones in ``bot.slack.operations``,
-history in ``bot.slack.history``; analyze and digest say honestly that they come later.
+history in ``bot.slack.history``; digest posts every group's digest now.
 A reply goes to the asker alone unless it is marked ``in_channel`` (who silenced, acked or
 asked for an action is the team's business).  The action requests also get the approvers
 (``bot.slack.approvers``): an approver's request runs at once, anyone else's asks.
@@ -14,6 +14,7 @@ asked for an action is the team's business).  The action requests also get the a
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from agents.clock import Clock
 from agents.decision import ASKED
 from agents.events import ESCALATION_RAISED, Event
+from bot.digest_post import post_digest
 from bot.slack import fleet, operations, replies
 from bot.slack.approvers import Approvers
 from bot.slack.command_parser import USAGE, Command, CommandError, parse
@@ -174,8 +176,17 @@ def analysis_request(incident: Incident, user: str, clock: Clock) -> Event:
 
 
 async def digest(services: Services, command: Command, user: str) -> Reply:
-    # TODO(digest): post the health digest now.
-    return replies.coming_reply(command, "the daily digest")
+    """Post every group's health digest now, each in its group's channel, through the
+    Slack outbox (``bot.digest_post``).  Not the daily one: that is still posted at its
+    time (``bot.digest_job``)."""
+    config, now = services.config(), services.clock.now()
+    posted: list[tuple[str, str]] = []
+    for group in sorted(config.orchestrators):
+        key = f"digest:{group}:asked:{uuid.uuid4().hex}"
+        if await post_digest(services.store, config, group, now, key=key, source="slack"):
+            posted.append((group, config.orchestrators[group].channel))
+    services.wake()  # the digest.posted events
+    return replies.digest_reply(posted)
 
 
 ACTION_COMMANDS = ("restart", "pause", "resume", "clear-cache")

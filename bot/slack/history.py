@@ -3,11 +3,14 @@
 Numbers come from the store's definitions (``storage.rollups``: time-weighted uptime,
 downtime of ``down`` incidents clipped to the window, MTTR of the ones resolved in it);
 the timeline is the project's status transitions and incident events in the window,
-oldest first, the newest ``MAX_HISTORY`` of them.  The chart comes with the digest issue.
+oldest first, the newest ``MAX_HISTORY`` of them.  The chart of the project's status and
+key metrics is posted in its group's channel (``bot.history_chart``: a response_url cannot
+carry a file); the answer says where, or why there is none.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Final
 
@@ -17,6 +20,7 @@ from agents.events import (
     PROJECT_FLAPPING,
     PROJECT_STATUS_CHANGED,
 )
+from bot.history_chart import queue_history_chart
 from bot.slack import replies
 from bot.slack.command_parser import Command
 from bot.slack.operations import current_project
@@ -30,6 +34,8 @@ TIMELINE_TYPES: Final = (
 )  # fmt: skip
 # Events read to count what is not shown; a week of a flapping project can be thousands.
 READ_LIMIT: Final = 2000
+
+log = logging.getLogger(__name__)
 
 
 async def history(services: Services, command: Command, user: str) -> Reply:
@@ -54,4 +60,13 @@ async def history(services: Services, command: Command, user: str) -> Reply:
         project.name, window, uptime, downtime, mttr, opened,
         tuple(HistoryEntry.of(e) for e in shown), len(events) - len(shown),
     )  # fmt: skip
-    return replies.history_reply(view)
+    try:
+        channel = await queue_history_chart(
+            store, services.config(), project, view, since, until, user
+        )
+    except Exception:  # the numbers and the timeline still answer the question
+        log.exception("the history chart of %s could not be drawn", project.name)
+        return replies.history_reply(view, chart="failed")
+    if channel is None:
+        return replies.history_reply(view, chart="no_group")
+    return replies.history_reply(view, chart="queued", channel=channel)

@@ -228,8 +228,18 @@ def incidents_reply(
     return _render("incidents_reply.json.j2", text="\n".join(lines), incidents=view)
 
 
-def history_reply(view: HistoryView) -> Reply:
-    return _render("history_reply.json.j2", history=view)
+def history_reply(view: HistoryView, *, chart: str = "none", channel: str = "") -> Reply:
+    """``chart``: queued (to ``channel``), no_group, failed, or none."""
+    return _render("history_reply.json.j2", history=view, chart=chart, channel=channel)
+
+
+def digest_reply(channels: Sequence[tuple[str, str]]) -> Reply:
+    """``/orch digest``: which group's digest went to which channel."""
+    if not channels:
+        hint = "Groups and their channels are set in projects.yml (orchestrators)."
+        return error_reply("No orchestrator group to post a digest for.", hint)
+    where = ", ".join(f"{group} to {channel}" for group, channel in channels)
+    return notice_reply("📨", f"Posting the health digest now: {where}.", "The chart follows each.")
 
 
 def home_view(view: HomeView) -> dict[str, Any]:
