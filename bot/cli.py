@@ -95,9 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings.from_env()
-    if getattr(args, "config", None):
-        settings = Settings.from_env({**settings.env, "ORCH_CONFIG": str(args.config)})
+    try:
+        settings = Settings.from_env()
+        if getattr(args, "config", None):
+            settings = Settings.from_env({**settings.env, "ORCH_CONFIG": str(args.config)})
+    except ValueError as exc:  # PORT=abc, a malformed ORCH_API_TOKENS: said in one line
+        print(f"orch: {exc}", file=sys.stderr)
+        return 2
     quiet = ("demo", "fleet", *APPROVAL_COMMANDS)
     logging.basicConfig(
         level=logging.WARNING if args.command in quiet else logging.INFO,

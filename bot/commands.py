@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 
+from bot.api.auth import ApiSetupError, check_api_setup
 from bot.config import Config
 from bot.config_loader import ConfigError, load_config
 from bot.settings import Settings
@@ -20,6 +22,15 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     except ConfigError as exc:
         print(f"orch: the configuration is not valid:\n{exc}", file=sys.stderr)
         return 2
+    if args.command == "demo" and settings.api_mode is None:
+        # The demo's API: the local operator, on loopback only (bot.api.auth).
+        settings = dataclasses.replace(settings, api_mode="local")
+    if args.command != "fleet":
+        try:
+            check_api_setup(settings)
+        except ApiSetupError as exc:  # before anything starts, in one line
+            print(f"orch: {exc}", file=sys.stderr)
+            return 2
     if args.command == "run":
         return await run(settings, config)
     if args.command == "fleet":

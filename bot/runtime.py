@@ -33,6 +33,7 @@ from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
 from agents.retention import RetentionJob
 from bot.acting import Acting
+from bot.api import ApiParts, api_routes
 from bot.config import Config, Project
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
@@ -178,11 +179,12 @@ class Runtime:
             await self.slack_outbox.start()
             self._started.append("slack-outbox")
         if self.options.serve_web:
-            app = make_web_app(
-                self._health,
-                ready=self._ready_checks(),
-                routes=self.slack.routes() if self.slack else (),
-            )
+            # The HTTP API (bot.api; off unless ORCH_API_MODE / ORCH_API_TOKENS say so).
+            slack_client = self.slack.client if self.slack else None
+            parts = ApiParts(self.store, lambda: self.config, self.clock, self.settings,
+                             self.relay.wake, slack_client=slack_client)  # fmt: skip
+            routes = [*(self.slack.routes() if self.slack else ()), *api_routes(parts)]
+            app = make_web_app(self._health, ready=self._ready_checks(), routes=routes)
             self.web = WebServer(app, self.settings.host, self.settings.port)
             await self.web.start()
             self._started.append("web")

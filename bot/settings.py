@@ -57,7 +57,7 @@ class Settings:
             sqlite_path=Path(env.get("ORCH_SQLITE_PATH") or "orch.db"),
             redis_url=env.get("REDIS_URL") or None,
             host=env.get("ORCH_HOST") or "127.0.0.1",
-            port=int(env.get("PORT") or 8080),
+            port=_port(env.get("PORT") or "8080"),
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
             slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
             slack_app_token=env.get("SLACK_APP_TOKEN") or None,
@@ -69,6 +69,12 @@ class Settings:
             api_tokens=parse_api_tokens(env.get("ORCH_API_TOKENS") or ""),
             env=env,
         )
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= 65535:
+        raise ValueError(f"PORT must be a port number (0-65535), got {value!r}")
+    return int(value)
 
 
 def _api_mode(value: str | None) -> str | None:

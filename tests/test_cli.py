@@ -54,10 +54,12 @@ def orch_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def orch(*args: str, workdir: Path, timeout: float = 40) -> subprocess.CompletedProcess[str]:
+def orch(
+    *args: str, workdir: Path, timeout: float = 40, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
-        env=orch_env(workdir),
+        env=orch_env(workdir) | (extra_env or {}),
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -214,3 +216,19 @@ def test_a_port_already_taken_is_one_clear_line(workdir: Path) -> None:
     assert done.returncode == 1
     assert "address already in use" in done.stderr.lower()
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"PORT": "abc"}, "PORT must be a port number (0-65535), got 'abc'"),
+        ({"ORCH_API_MODE": "open"}, "ORCH_API_MODE must be one of off, local, token"),
+        ({"ORCH_API_MODE": "token"}, "orch:"),  # token mode without any token
+    ],
+)
+def test_bad_settings_are_one_line_not_a_traceback(
+    workdir: Path, env: dict[str, str], says: str
+) -> None:
+    done = orch("run", "--config", "projects.yml", workdir=workdir, extra_env=env)
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
