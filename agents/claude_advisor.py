@@ -55,9 +55,7 @@ import dataclasses
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Final
-
-import anthropic
+from typing import TYPE_CHECKING, Any, Final
 
 from agents.analysis_context import AnalysisContext, LogLine, MetricSummary
 from agents.analysis_schema import TOOL_NAME, AnalysisInvalid, AnalysisOutput, tool_schema, validate
@@ -65,6 +63,9 @@ from agents.circuit_breaker import CircuitBreaker
 from agents.clock import Clock
 from agents.redact import redact
 from bot.render import render_text
+
+if TYPE_CHECKING:
+    import anthropic
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,9 @@ class ClaudeAdvisor:
         self.traits = model_traits(model)
         self._client: anthropic.AsyncAnthropic | None = None
         if api_key:
+            # Imported here: the SDK costs some 70 MB of memory, for nothing without a key.
+            import anthropic
+
             self._client = anthropic.AsyncAnthropic(
                 api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
             )
@@ -442,6 +446,8 @@ class ClaudeAdvisor:
 
     def _describe(self, exc: Exception) -> tuple[str, str]:
         """(the error for the result, a short reason for orch's log)."""
+        import anthropic  # loaded already: there is a client (see __init__)
+
         attempts = self.max_retries + 1
         if isinstance(exc, TimeoutError):
             return (

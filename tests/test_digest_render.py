@@ -107,7 +107,9 @@ def _event(row: Incident) -> Event:
     return Event(INCIDENT_OPENED, row.opened_at, "test", {}, row.project, row.id)
 
 
-def test_matplotlib_is_not_imported_at_start_up() -> None:
-    code = "import sys, bot.runtime, bot.cli; print('matplotlib' in sys.modules)"
+@pytest.mark.parametrize("heavy", ["matplotlib", "anthropic"])
+def test_heavy_libraries_are_not_imported_at_start_up(heavy: str) -> None:
+    # matplotlib only when a chart is drawn; Anthropic's SDK (~70 MB) only with a key.
+    code = f"import sys, bot.runtime, bot.cli; print({heavy!r} in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
