@@ -82,7 +82,7 @@ async def run_demo(settings: Settings, config: Config, options: DemoOptions) -> 
         _use_bound_ports(config, fleet)
         await runtime.start()
         web = runtime.web.url if runtime.web else "(web app off)"
-        api = f", API {web}/api/v1/projects" if settings.api_mode == "local" else ""
+        api = f", dashboard {web}/dashboard" if settings.api_mode == "local" else ""
         print(
             f"orch demo: {len(config.projects)} projects, store {settings.sqlite_path}, "
             f"healthz {web}/healthz{api} — Ctrl-C to stop",

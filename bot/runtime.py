@@ -33,8 +33,9 @@ from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
 from agents.retention import RetentionJob
 from bot.acting import Acting
-from bot.api import ApiParts, api_routes
+from bot.api import ApiParts
 from bot.config import Config, Project
+from bot.dashboard import Dashboard
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
 from bot.notifier import SlackNotifier
@@ -125,6 +126,8 @@ class Runtime:
             polled=self._polled, is_flapping=self.health.is_flapping,
         )  # fmt: skip
         self.acting.register(self.bus)
+        # The live dashboard: every event, streamed to the browsers connected here.
+        self.dashboard = Dashboard(self.bus, self.replica_id)
         self.web: WebServer | None = None
         self.keeper = LeaseKeeper(
             self.store,
@@ -183,7 +186,8 @@ class Runtime:
             slack_client = self.slack.client if self.slack else None
             parts = ApiParts(self.store, lambda: self.config, self.clock, self.settings,
                              self.relay.wake, slack_client=slack_client)  # fmt: skip
-            routes = [*(self.slack.routes() if self.slack else ()), *api_routes(parts)]
+            # The dashboard's routes include the API's (bot.dashboard; none when it is off).
+            routes = [*(self.slack.routes() if self.slack else ()), *self.dashboard.routes(parts)]
             app = make_web_app(self._health, ready=self._ready_checks(), routes=routes)
             self.web = WebServer(app, self.settings.host, self.settings.port)
             await self.web.start()
@@ -192,7 +196,7 @@ class Runtime:
     async def stop(self) -> None:
         """Stop in reverse order of start; each step runs even if an earlier one failed."""
         steps = {
-            "web": lambda: self.web.stop() if self.web else _nothing(),
+            "web": self._stop_web,
             "slack-outbox": lambda: self.slack_outbox.stop() if self.slack_outbox else _nothing(),
             "slack": self._stop_slack,
             "scheduler": self.scheduler.stop,
@@ -299,6 +303,11 @@ class Runtime:
             # Rate-limited or refused by Slack: not ready, and /readyz says why.
             checks["slack-outbox"] = self.slack_outbox.check
         return checks
+
+    async def _stop_web(self) -> None:
+        self.dashboard.close()  # open event streams end first: shutdown never waits on them
+        if self.web is not None:
+            await self.web.stop()
 
     async def _stop_slack(self) -> None:
         if self.home is not None:

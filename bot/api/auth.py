@@ -11,7 +11,9 @@ Modes (``ORCH_API_MODE``; unset: ``token`` when ``ORCH_API_TOKENS`` is set, else
 - ``token``: ``Authorization: Bearer <token>``; the tokens and their users come from
   ``ORCH_API_TOKENS``.  No token or an unknown one: 401.  Every valid token may read;
   deciding needs the user mapped to a Slack approver (``api_users``, checked per request
-  in ``bot.api.approvals``).  Tokens are compared as SHA-256 digests with
+  in ``bot.api.approvals``).  A browser may present the token instead as the dashboard's
+  login cookie (``COOKIE``: HttpOnly, SameSite=Strict); a cookie-carrying request from a
+  page of another origin is refused (403).  Tokens are compared as SHA-256 digests with
   ``hmac.compare_digest``, against every token, so the time taken says nothing about them.
 """
 
@@ -32,6 +34,7 @@ from bot.settings import Settings
 
 Mode = Literal["off", "local", "token"]
 _CHALLENGE: Final = 'Bearer realm="orch"'
+COOKIE: Final = "orch_token"  # the dashboard's login (bot.dashboard), a token as in the header
 
 
 class ApiSetupError(ValueError):
@@ -90,6 +93,8 @@ class Authenticator:
             return Principal(self._operator, local=True)
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.strip().partition(" ")
+        if not header and COOKIE in request.cookies:
+            return self._from_cookie(request)
         if not header:
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
                            where="header.Authorization",
@@ -104,6 +109,21 @@ class Authenticator:
             raise ApiError(401, "unauthorized", "that token is not valid",
                            where="header.Authorization",
                            headers={"WWW-Authenticate": challenge})  # fmt: skip
+        return Principal(user, local=False)
+
+    def user_for(self, token: str) -> str | None:
+        """The user of ``token`` (token mode), None when it is not valid."""
+        return self._user(token) if self.mode == "token" else None
+
+    def _from_cookie(self, request: web.Request) -> Principal:
+        user = self._user(request.cookies[COOKIE])
+        if user is None:
+            raise ApiError(401, "unauthorized", "the login cookie is not valid: log in again",
+                           where="cookie", headers={"WWW-Authenticate": _CHALLENGE})  # fmt: skip
+        origin = request.headers.get("Origin")
+        if origin is not None and _netloc(origin) != request.host:
+            raise ApiError(403, "forbidden", "a login cookie is accepted only from orch's own"
+                           " pages", where="header.Origin")  # fmt: skip
         return Principal(user, local=False)
 
     def _user(self, token: str) -> str | None:
@@ -128,6 +148,13 @@ def _check_local(request: web.Request) -> None:
     if origin is not None and not _loopback_origin(origin):
         raise ApiError(403, "forbidden", "in local mode orch answers only its own pages, not"
                        " pages from other origins", where="header.Origin")  # fmt: skip
+
+
+def _netloc(origin: str) -> str | None:
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 def _hostname(host: str) -> str:
