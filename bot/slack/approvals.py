@@ -25,7 +25,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from agents.approving import decide, is_approval_id, refuse
+from agents.approving import Refusal, decide, is_approval_id, preflight, refuse
 from bot.slack import replies
 from bot.slack.approvers import Approvers
 from bot.slack.home import publish_home
@@ -98,17 +98,14 @@ async def click(
             "That approval does not exist.", "The App Home lists the approvals waiting."
         )
     config = services.config()
-    try:
-        project = config.project(approval.project)
-    except KeyError:
-        why = f"{approval.project} is no longer configured"
-        await refuse(store, user, decision, approval, "project_gone", why)
-        return replies.refused_reply(f"{why}; nothing was decided.")
-    action = approval.action.replace("_", "-")
-    if decision == "granted" and approval.action not in project.allowed_actions:
-        why = f"{project.name} no longer allows {action}"
-        await refuse(store, user, decision, approval, "action_not_allowed", why)
-        return replies.refused_reply(f"{why}; it cannot be approved.", "Deny it, or let it expire.")
+    project = preflight(config, approval, decision)  # re-read: the config may be new
+    if isinstance(project, Refusal):
+        await refuse(store, user, decision, approval, project.outcome, project.why)
+        if project.outcome == "project_gone":
+            return replies.refused_reply(f"{project.why}; nothing was decided.")
+        return replies.refused_reply(
+            f"{project.why}; it cannot be approved.", "Deny it, or let it expire."
+        )
     verdict = await approvers.check(config, project, user)
     if not verdict.allowed:
         why = verdict.explain(project.name)
