@@ -136,32 +136,9 @@ class JobScheduler:
     def start(self) -> None:
         # Created here, not in __init__: APScheduler binds to the loop that is running.
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._scheduler.add_job(
-            self.retention,
-            "interval",
-            seconds=RETENTION_EVERY.total_seconds(),
-            id="retention",
-            coalesce=True,
-            max_instances=1,
-            next_run_time=datetime.now(UTC) + FIRST_RUN_AFTER,
-        )
-        self._scheduler.add_job(
-            self.buckets,
-            "interval",
-            seconds=BUCKETS_EVERY.total_seconds(),
-            id="buckets",
-            coalesce=True,
-            max_instances=1,
-            next_run_time=datetime.now(UTC) + FIRST_RUN_AFTER,
-        )
-        self._scheduler.add_job(
-            self.expire_approvals,
-            "interval",
-            seconds=APPROVAL_EXPIRY_EVERY.total_seconds(),
-            id="approval-expiry",
-            coalesce=True,
-            max_instances=1,
-        )
+        self._every(self.retention, RETENTION_EVERY, "retention")
+        self._every(self.buckets, BUCKETS_EVERY, "buckets")
+        self._every(self.expire_approvals, APPROVAL_EXPIRY_EVERY, "approval-expiry", soon=False)
         for group, orchestrator in self._runtime.config.orchestrators.items():
             settings = orchestrator.digest
             if settings.enabled:
@@ -171,16 +148,18 @@ class JobScheduler:
                     self.digest, when, args=[group], id=f"digest:{group}", coalesce=True,
                     max_instances=1, misfire_grace_time=int(CATCH_UP.total_seconds()),
                 )  # fmt: skip
-        self._scheduler.add_job(
-            self.digest_sweep,
-            "interval",
-            seconds=SWEEP_EVERY.total_seconds(),
-            id="digest-sweep",
-            coalesce=True,
-            max_instances=1,
-            next_run_time=datetime.now(UTC) + FIRST_RUN_AFTER,
-        )
+        self._every(self.digest_sweep, SWEEP_EVERY, "digest-sweep")
         self._scheduler.start()
+
+    def _every(
+        self, job: Callable[[], Awaitable[None]], every: timedelta, name: str, *, soon: bool = True
+    ) -> None:
+        """An interval job that never overlaps itself and folds missed runs into one;
+        ``soon``: its first run shortly after start, not one whole interval later."""
+        assert self._scheduler is not None
+        first = {"next_run_time": datetime.now(UTC) + FIRST_RUN_AFTER} if soon else {}
+        self._scheduler.add_job(job, "interval", seconds=every.total_seconds(), id=name,
+                                coalesce=True, max_instances=1, **first)  # fmt: skip
 
     @property
     def scheduler(self) -> AsyncIOScheduler | None:
