@@ -15,17 +15,14 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from storage.postgres_sql import as_utc, aware, opt_utc
+from storage.postgres_sql import TIME, as_utc, aware
 from storage.report_store import (
     SIGNAL_LIMIT,
     SIGNAL_TYPES,
     ReportFacts,
-    ReportIncident,
-    SilenceSpan,
     check_claim,
     check_window,
-    fold_counts,
-    signal_from_row,
+    facts_from_rows,
 )
 from storage.rows import check_limit
 
@@ -106,16 +103,8 @@ class PostgresReports:
             fixes = await conn.fetch(_FIXES, names, lo, hi)
             approvals = await conn.fetch(_APPROVALS, names, lo, hi)
             analyses = await conn.fetch(_ANALYSES, names, lo, hi)
-        cut = len(signals) > signal_limit
-        return ReportFacts(
-            as_utc(since), as_utc(until),
-            tuple(ReportIncident(r[0], r[1], r[2], r[3], as_utc(r[4]), opt_utc(r[5]),
-                                 opt_utc(r[6]), opt_utc(r[7])) for r in incidents),
-            tuple(SilenceSpan(r[0], as_utc(r[1]), as_utc(r[2])) for r in silences),
-            tuple(signal_from_row(r[0], r[1], as_utc(r[2]), r[3])
-                  for r in reversed(signals[:signal_limit])),
-            fold_counts(fixes, approvals, analyses), cut,
-        )  # fmt: skip
+        rows = (incidents, silences, signals, fixes, approvals, analyses)
+        return facts_from_rows(as_utc(since), as_utc(until), rows, signal_limit, TIME)
 
     async def claim_digest(self, group: str, day: str, replica_id: str, stale_s: float) -> bool:
         check_claim(group, day, stale_s)

@@ -34,7 +34,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+if TYPE_CHECKING:
+    from storage.rows import TimeCodec
 
 from agents.events import METRIC_ANOMALY, PROJECT_FLAPPING
 
@@ -127,6 +130,29 @@ def fold_counts(
             entry.update(claude_analyses=int(n), claude_tokens=int(tokens or 0),
                          claude_cost_usd=float(cost or 0.0))  # fmt: skip
     return {project: ProjectCounts(**values) for project, values in raw.items()}
+
+
+def facts_from_rows(
+    since: datetime,
+    until: datetime,
+    rows: Sequence[Sequence[Sequence[Any]]],
+    signal_limit: int,
+    t: TimeCodec,
+) -> ReportFacts:
+    """ReportFacts from the six queries' rows (incidents, silences, signals newest first
+    with one more than ``signal_limit`` to tell a cut, fixes, approvals, analyses), which
+    both backends select alike; ``t`` decodes their instants."""
+    incidents, silences, signals, fixes, approvals, analyses = rows
+    return ReportFacts(
+        since, until,
+        tuple(ReportIncident(r[0], r[1], r[2], r[3], t.decode(r[4]), t.decode_opt(r[5]),
+                             t.decode_opt(r[6]), t.decode_opt(r[7])) for r in incidents),
+        tuple(SilenceSpan(r[0], t.decode(r[1]), t.decode(r[2])) for r in silences),
+        tuple(signal_from_row(r[0], r[1], t.decode(r[2]), r[3])
+              for r in reversed(signals[:signal_limit])),
+        fold_counts(fixes, approvals, analyses),
+        len(signals) > signal_limit,
+    )  # fmt: skip
 
 
 def signal_from_row(project: str, type_: str, ts: datetime, payload: str) -> ReportSignal:

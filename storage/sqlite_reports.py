@@ -22,15 +22,12 @@ from storage.report_store import (
     SIGNAL_LIMIT,
     SIGNAL_TYPES,
     ReportFacts,
-    ReportIncident,
-    SilenceSpan,
     check_claim,
     check_window,
-    fold_counts,
-    signal_from_row,
+    facts_from_rows,
 )
 from storage.rows import check_limit
-from storage.sqlite_codec import from_us, opt_from_us, to_us
+from storage.sqlite_codec import TIME, from_us, to_us
 
 _IN = "project IN (SELECT value FROM json_each(:projects))"
 _WINDOW = "{col} >= :since AND {col} < :until"
@@ -112,16 +109,8 @@ class SQLiteReports:
             fixes = await _all(db, _FIXES, params)
             approvals = await _all(db, _APPROVALS, params)
             analyses = await _all(db, _ANALYSES, params)
-        cut = len(signals) > signal_limit
-        return ReportFacts(
-            from_us(lo), from_us(hi),
-            tuple(ReportIncident(r[0], r[1], r[2], r[3], from_us(r[4]), opt_from_us(r[5]),
-                                 opt_from_us(r[6]), opt_from_us(r[7])) for r in incidents),
-            tuple(SilenceSpan(r[0], from_us(r[1]), from_us(r[2])) for r in silences),
-            tuple(signal_from_row(r[0], r[1], from_us(r[2]), r[3])
-                  for r in reversed(signals[:signal_limit])),
-            fold_counts(fixes, approvals, analyses), cut,
-        )  # fmt: skip
+        rows = (incidents, silences, signals, fixes, approvals, analyses)
+        return facts_from_rows(from_us(lo), from_us(hi), rows, signal_limit, TIME)
 
     async def claim_digest(self, group: str, day: str, replica_id: str, stale_s: float) -> bool:
         check_claim(group, day, stale_s)
