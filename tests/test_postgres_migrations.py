@@ -27,6 +27,7 @@ from storage.base import MetricSample
 from storage.migrate import Migration, load_migrations
 from storage.postgres import PostgresStore
 from storage.postgres_migrate import MIGRATION_LOCK, apply_migrations
+from tests.support import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -65,11 +66,11 @@ async def wait_for_migration_waiters(admin: asyncpg.Connection, count: int) -> N
         " AND classid = $1 AND objid = $2 AND objsubid = 1"
     )
     key = (MIGRATION_LOCK >> 32, MIGRATION_LOCK & 0xFFFF_FFFF)
-    async with asyncio.timeout(30):
-        while True:
-            if await admin.fetchval(sql, *key) >= count:
-                return
-            await asyncio.sleep(0.02)
+
+    async def waiting() -> bool:
+        return bool(await admin.fetchval(sql, *key) >= count)
+
+    await eventually(waiting, f"{count} sessions waiting on the migration lock", 30, every=0.02)
 
 
 def test_migration_files_mirror_sqlite() -> None:

@@ -26,6 +26,7 @@ from storage.migrate import load_migrations
 from storage.rollups import reference_coverage, uptime_percent
 from storage.sqlite import SQLiteStore
 from storage.sqlite_codec import SQL, split_statements
+from tests.support import eventually
 from tests.test_store_contract import BACKENDS
 
 pytestmark = pytest.mark.timeout(60)
@@ -398,8 +399,6 @@ async def test_postgres_bucket_roll_up_keeps_the_mark_of_a_probe_committed_meanw
 ) -> None:
     """A probe that commits while the bucket job runs leaves its bucket dirty (``gen``):
     read raw until the next run, never from the stale row."""
-    if "postgres" not in BACKENDS:
-        pytest.skip("no PostgreSQL backend in the contract suite")
     from storage.postgres import PostgresStore
     from storage.postgres_buckets import mark_buckets
     from storage.postgres_rollups import mark_dirty
@@ -444,8 +443,6 @@ async def test_postgres_bucket_roll_up_keeps_the_mark_of_a_probe_committed_meanw
 
 async def test_postgres_buckets_go_with_the_raw_rows(tmp_path: Path) -> None:
     """Retention deletes the buckets before the raw horizon; the job drops marks there."""
-    if "postgres" not in BACKENDS:
-        pytest.skip("no PostgreSQL backend in the contract suite")
     from storage.postgres import PostgresStore
 
     async with BACKENDS["postgres"](tmp_path) as make:
@@ -473,8 +470,6 @@ async def test_postgres_buckets_go_with_the_raw_rows(tmp_path: Path) -> None:
 
 
 async def test_postgres_migration_marks_existing_probes_for_buckets(tmp_path: Path) -> None:
-    if "postgres" not in BACKENDS:
-        pytest.skip("no PostgreSQL backend in the contract suite")
     from agents.clock import SystemClock
     from storage.postgres import PostgresStore
     from storage.postgres_migrate import apply_migrations
@@ -705,8 +700,6 @@ async def test_sqlite_migration_marks_existing_rows_for_rollup(tmp_path: Path) -
 
 
 async def test_postgres_migration_marks_existing_rows_for_rollup(tmp_path: Path) -> None:
-    if "postgres" not in BACKENDS:
-        pytest.skip("no PostgreSQL backend in the contract suite")
     from agents.clock import SystemClock
     from storage.postgres import PostgresStore
     from storage.postgres_migrate import apply_migrations
@@ -737,8 +730,6 @@ async def test_postgres_rollup_keeps_the_mark_of_a_row_committed_meanwhile(
     tmp_path: Path,
 ) -> None:
     """A write that commits while a roll-up runs must leave its hour dirty (``gen``)."""
-    if "postgres" not in BACKENDS:
-        pytest.skip("no PostgreSQL backend in the contract suite")
     from storage.postgres import PostgresStore
     from storage.postgres_rollups import mark_dirty
 
@@ -770,15 +761,13 @@ async def test_postgres_rollup_keeps_the_mark_of_a_row_committed_meanwhile(
 
 
 async def _until_waiting_on_a_lock(conn: Any) -> None:
-    """Poll (no fixed sleep) until another backend waits for a lock ``conn`` holds."""
+    """Until another backend waits for a lock ``conn`` holds (polled: database state)."""
     pid = conn.get_server_pid()
-    for _ in range(2000):
+
+    async def blocked() -> bool:
         # Activity is snapshotted once per transaction, and ``conn`` is inside one.
         await conn.execute("SELECT pg_stat_clear_snapshot()")
-        blocked = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid
-        )
-        if blocked:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the roll-up never waited for the writer's lock")
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        return bool(await conn.fetchval(sql, pid))
+
+    await eventually(blocked, "the roll-up to wait for the writer's lock", every=0.005)
