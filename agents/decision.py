@@ -29,8 +29,8 @@ from agents.actions import request_action
 from agents.analysis_context import AnalysisContext, gather_context
 from agents.analysis_schema import AnalysisOutput, sanitized
 from agents.bus import EventBus
-from agents.clock import Clock
 from agents.events import ANALYSIS_COMPLETED, ESCALATION_RAISED, Event
+from agents.incidents import main_incident
 from bot.config import Config
 from storage.base import Incident, Store
 from storage.budget_store import Analysis, NewAnalysis
@@ -87,7 +87,6 @@ class DecisionAgent:
         *,
         advisor: Advisor | None,
         rules: RuleEngine,
-        clock: Clock,
         wake: Callable[[], None],
     ) -> None:
         self._store = store
@@ -95,7 +94,6 @@ class DecisionAgent:
         self._session = session
         self._advisor = advisor
         self._rules = rules
-        self._clock = clock
         self._wake = wake
 
     def register(self, bus: EventBus) -> None:
@@ -205,9 +203,7 @@ class DecisionAgent:
         incidents = await self._store.list_incidents(project=name, limit=200)
         if incident_id is not None:
             return next((i for i in incidents if i.id == incident_id), None)
-        open_ = [i for i in incidents if i.state == "open"]
-        down = [i for i in open_ if i.condition == "down"]
-        return next(iter(down or open_), None)
+        return main_incident([i for i in incidents if i.state == "open"])
 
 
 def _new(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -53,6 +54,13 @@ def down_fingerprint(project: str) -> str:
 
 def metric_fingerprint(project: str, metric: str) -> str:
     return f"{project}:metric:{metric}"
+
+
+def main_incident(incidents: Sequence[Incident]) -> Incident | None:
+    """Of a project's open incidents (newest first), the one an action or an analysis is
+    about: the project being down, else the newest."""
+    down = [i for i in incidents if i.condition == "down"]
+    return next(iter(down or incidents), None)
 
 
 class IncidentManager:

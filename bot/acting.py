@@ -62,7 +62,7 @@ class Acting:
         )  # fmt: skip
         self.decision = DecisionAgent(
             store, config, session, advisor=self.advisor, rules=rules_engine.analyze,
-            clock=clock, wake=wake,
+            wake=wake,
         )  # fmt: skip
 
     def register(self, bus: EventBus) -> None:

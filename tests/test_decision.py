@@ -92,7 +92,7 @@ def world(
     cfg = cfg or config()
     agent = DecisionAgent(
         stack.store, lambda: cfg, lambda: session, advisor=advisor, rules=rules_engine.analyze,
-        clock=stack.clock, wake=stack.relay.wake,
+        wake=stack.relay.wake,
     )  # fmt: skip
     agent.register(stack.bus)
     escalator = Escalator(stack.store, lambda: cfg, lambda: None, clock=stack.clock,

@@ -26,6 +26,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from agents.clock import Clock
 from agents.decision import ASKED
 from agents.events import ESCALATION_RAISED, Event
+from agents.incidents import main_incident
 from bot.digest_post import post_digest
 from bot.slack import fleet, operations, replies
 from bot.slack.approvers import Approvers
@@ -155,12 +156,11 @@ async def analyze(services: Services, command: Command, user: str) -> Reply:
     whichever replica, in the incident's thread)."""
     name = command.project or ""
     incidents = await services.store.list_incidents(project=name, open_only=True)
-    if not incidents:
+    incident = main_incident(incidents)
+    if incident is None:
         return replies.error_reply(
             f"{name} has no open incident to analyse.", "/orch status shows how it is now."
         )
-    down = [i for i in incidents if i.condition == "down"]
-    incident = next(iter(down or incidents))
     await services.store.append_events([analysis_request(incident, user, services.clock)])
     services.wake()
     return replies.notice_reply(

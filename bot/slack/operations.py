@@ -11,7 +11,6 @@ whose card the notifier posts.  No ``/control`` call is ever made from this modu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -22,6 +21,7 @@ from agents.events import (
     SILENCE_ENDED,
     Event,
 )
+from agents.incidents import main_incident
 from bot.config import Config, Project
 from bot.slack import replies
 from bot.slack.approvers import Approvers, Verdict
@@ -169,7 +169,7 @@ async def request_action(
         )
     needs, why = await approval_needed(services.config(), project, action, user, approvers)
     incidents = await services.store.list_incidents(project=project.name, open_only=True)
-    about = _main_incident(incidents)
+    about = main_incident(incidents)
     reason = f"/orch {command.name} in Slack"
     requested = await actions.request_action(
         services.store, project.name, action, requested_by=user, reason=reason, origin="user",
@@ -189,9 +189,3 @@ async def request_action(
     expires = f"{approval.expires_at:%H:%M} UTC"
     why += f" Approval `{short_id(approval.id)}` waits for an approver until {expires}."
     return replies.action_reply(request, why)
-
-
-def _main_incident(incidents: Sequence[Incident]) -> Incident | None:
-    # The project being down is what a restart is usually about; else the newest.
-    down = [i for i in incidents if i.condition == "down"]
-    return next(iter(down or incidents), None)
