@@ -138,23 +138,29 @@ class AutoFixer:
         held = set(self._held())
         open_ = await self._store.list_incidents(open_only=True, limit=100_000)
         names = sorted({i.project for i in open_ if i.project in held})
-        return [await self.evaluate(name) for name in names]
+        if not names:
+            return []
+        # The fleet's statuses once per sweep, not once per project: in a mass failure
+        # hundreds of projects are open at once.
+        down = await self._fleet_down(self._config())
+        return [await self.evaluate(name, fleet_down=down) for name in names]
 
     # -- deciding ----------------------------------------------------------------------
-    async def evaluate(self, name: str) -> Decision:
-        """Decide for project ``name`` now, under its decision lease."""
+    async def evaluate(self, name: str, *, fleet_down: list[str] | None = None) -> Decision:
+        """Decide for project ``name`` now, under its decision lease.  ``fleet_down``: the
+        projects announced down, when the caller already read them."""
         lease = f"fix:{name}"
         if not await self._store.acquire_leases(self._replica, [lease], DECISION_LEASE_S, 1):
             return Decision("wait", "another decision on this project is in progress")
         try:
-            decision = await self._decide(name)
+            decision = await self._decide(name, fleet_down)
         finally:
             await self._store.release_leases(self._replica, [lease])
         if decision.kind != "nothing":
             log.info("auto-fix %s: %s (%s)", name, decision.kind, decision.why)
         return decision
 
-    async def _decide(self, name: str) -> Decision:
+    async def _decide(self, name: str, fleet_down: list[str] | None) -> Decision:
         config = self._config()
         try:
             project = config.project(name)
@@ -178,7 +184,8 @@ class AutoFixer:
         suspension = await self._store.remediation_suspended(name)
         if suspension is not None:
             return Decision("stand_down", f"suspended: {suspension.reason}")
-        mass = await self._mass_failure(config)
+        down = fleet_down if fleet_down is not None else await self._fleet_down(config)
+        mass = await self._mass_failure(config, down)
         if mass is not None:
             return mass
         actions = await self._store.incident_actions(incident.id)
@@ -271,11 +278,13 @@ class AutoFixer:
         grace = timedelta(seconds=project.policy.verify_timeout)
         return await self._store.db_now() < last.finished_at + grace
 
-    async def _mass_failure(self, config: Config) -> Decision | None:
+    async def _fleet_down(self, config: Config) -> list[str]:
+        statuses = await self._store.announced_statuses(config.project_names())
+        return sorted(n for n, s in statuses.items() if s == "down")
+
+    async def _mass_failure(self, config: Config, down: list[str]) -> Decision | None:
         """Half the fleet down at once: restart nothing, escalate once per episode."""
         names = config.project_names()
-        statuses = await self._store.announced_statuses(names)
-        down = sorted(n for n, s in statuses.items() if s == "down")
         massive = len(names) >= MIN_FLEET_FOR_MASS and len(
             down
         ) >= config.defaults.mass_failure_ratio * len(names)
