@@ -103,7 +103,7 @@ async def gather_context(
         kind=project.kind,
         allowed_actions=tuple(project.allowed_actions),
         incident=_incident(incident),
-        probes=tuple(await _probes(store, project.name)),
+        probes=tuple(await recent_probe_lines(store, project.name, PROBES)),
         transitions=tuple(await _transitions(store, project.name)),
         metrics=tuple(await _metrics(store, project, now)),
         logs=tuple(logs),
@@ -126,11 +126,12 @@ def _incident(incident: Incident | None) -> dict[str, Any] | None:
     }
 
 
-async def _probes(store: Store, name: str) -> list[dict[str, Any]]:
+async def recent_probe_lines(store: Store, name: str, limit: int) -> list[dict[str, Any]]:
+    """The project's newest ``limit`` probes, newest first, reasons redacted."""
     return [{"ts": p.ts.isoformat(timespec="seconds"), "level": p.level,
              "reason": redact(p.reason)[:200], "http_status": p.http_status,
              "latency_ms": round(p.latency_ms, 1)}
-            for p in await store.recent_probes(name, PROBES)]  # fmt: skip
+            for p in await store.recent_probes(name, limit)]  # fmt: skip
 
 
 async def _transitions(store: Store, name: str) -> list[str]:

@@ -21,10 +21,9 @@ from typing import Any, Final
 
 import aiohttp
 
-from agents.analysis_context import fetch_log_lines
+from agents.analysis_context import fetch_log_lines, recent_probe_lines
 from agents.clock import Clock
 from agents.events import ESCALATION_RAISED, Event
-from agents.redact import redact
 from bot.config import Config, Project
 from storage.base import Incident, Store
 
@@ -75,7 +74,7 @@ class Escalator:
         """Raise (once per incident and reason) an escalation about ``project``."""
         context: dict[str, Any] = {
             "summary": summary,
-            "recent_probes": await self._probes(project.name),
+            "recent_probes": await recent_probe_lines(self._store, project.name, PROBES_SHOWN),
             "logs": await self._logs(project),
             "actions": await self._actions(incident),
         }
@@ -110,12 +109,6 @@ class Escalator:
     def _oncall(self, project: Project) -> str | None:
         group = self._config().orchestrators.get(project.orchestrator or "")
         return group.oncall if group is not None else None
-
-    async def _probes(self, name: str) -> list[dict[str, Any]]:
-        probes = await self._store.recent_probes(name, PROBES_SHOWN)
-        return [{"ts": p.ts.isoformat(), "level": p.level, "reason": redact(p.reason)[:200],
-                 "http_status": p.http_status, "latency_ms": round(p.latency_ms, 1)}
-                for p in probes]  # fmt: skip
 
     async def _actions(self, incident: Incident | None) -> list[dict[str, Any]]:
         if incident is None:
