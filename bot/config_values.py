@@ -43,7 +43,12 @@ def suggest(word: str, options: Iterable[str]) -> str:
 
 def is_loopback_url(url: str) -> bool:
     """True when the URL's host is 127.0.0.0/8, ::1 or ``localhost``."""
-    host = urlsplit(url).hostname or ""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost (a bound address, a Host header, a URL's host)."""
+    host = host.strip().strip("[]").lower()
     if host == "localhost":
         return True
     try:

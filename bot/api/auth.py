@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bot.api.errors import ApiError
+from bot.config_values import is_loopback_host
 from bot.settings import Settings
 
 Mode = Literal["off", "local", "token"]
@@ -46,17 +46,6 @@ def api_mode(settings: Settings) -> Mode:
     if mode not in ("off", "local", "token"):
         raise ApiSetupError(f"ORCH_API_MODE must be off, local or token, got {mode!r}")
     return mode  # type: ignore[return-value]
-
-
-def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost (what a bound address or a Host header names)."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_api_setup(settings: Settings) -> Mode:
