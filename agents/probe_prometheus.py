@@ -7,7 +7,8 @@ Which samples become metrics (the choice the probe documents):
   unless the same name also has an unlabelled sample, which wins;
 - histogram buckets (``le``) and summary quantiles (``quantile``) are skipped: summing
   cumulative buckets or quantiles means nothing, and their ``_sum``/``_count`` remain;
-- NaN and ±Inf are dropped (every metric in a ProbeResult is finite).
+- NaN and ±Inf are dropped, and so is a sum that overflows (every metric in a
+  ProbeResult is finite).
 
 Parsing costs about 1.8 ms per 9 KB (DESIGN §9), some 20× a whole health check, so this
 runs once per scrape with no second pass; only a failed parse pays for locating the line.
@@ -29,7 +30,8 @@ def prometheus_metrics(text: str) -> dict[str, float]:
     summed: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(text):
-            for name, labels, value, *_ in family.samples:
+            for name, labels, raw, *_ in family.samples:
+                value = float(raw)  # the parser gives an int for "0": metrics are floats
                 if not math.isfinite(value):
                     continue
                 if not labels:
@@ -39,8 +41,11 @@ def prometheus_metrics(text: str) -> dict[str, float]:
     except Exception as exc:  # the parser raises ValueError, but also others on odd input
         raise BadAnswer(_locate(text, exc)) from None
     if summed:
-        summed.update(plain)
-        return summed
+        # Labelled samples can sum past the largest float (two of 1e308): such a total
+        # means nothing either, and every metric in a ProbeResult is finite.
+        kept = {name: total for name, total in summed.items() if math.isfinite(total)}
+        kept.update(plain)
+        return kept
     return plain
 
 
