@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 from aiohttp import web
@@ -12,6 +13,9 @@ from orch_kit import signing
 
 log = logging.getLogger("orch_kit.auth")
 MAX_BODY = 64 * 1024  # a control call is a few hundred bytes; don't buffer more unsigned
+# Signatures remembered to refuse a replay. Past this many within one window the oldest
+# are forgotten; the idempotency key still keeps a forgotten replay from acting twice.
+MAX_REMEMBERED = 10_000
 
 
 class Authenticator:
@@ -20,6 +24,10 @@ class Authenticator:
     ``now`` returns Unix seconds; it is injected so tests can present stale and future
     timestamps without waiting.  Refusals are counted and logged with the route, the peer
     and the reason, never the body or a signature.
+
+    A request whose exact signature was already accepted within the window is a replay
+    (someone captured it): refused, though it would act at most once anyway because of
+    its idempotency key. A sender retrying on purpose signs again, at a new timestamp.
     """
 
     def __init__(
@@ -31,6 +39,7 @@ class Authenticator:
         self._now = now
         self.window = window
         self.refused = 0
+        self._seen: OrderedDict[str, int] = OrderedDict()  # signature -> its timestamp
 
     async def body(self, request: web.Request) -> bytes:
         """The raw body of an authentic request; raises a 401 JSON answer otherwise."""
@@ -51,6 +60,9 @@ class Authenticator:
             self._now(),
             self.window,
         )
+        signature = request.headers.get(signing.SIGNATURE_HEADER, "").lower()
+        if reason is None:
+            reason = self._replayed(signature, request.headers[signing.TIMESTAMP_HEADER])
         if reason is not None:
             self.refused += 1
             log.warning(
@@ -61,3 +73,15 @@ class Authenticator:
                 content_type="application/json",
             )
         return body
+
+    def _replayed(self, signature: str, timestamp: str) -> str | None:
+        """Remember an authentic signature; a second use of one is the reason to refuse."""
+        now = self._now()
+        while self._seen and (
+            len(self._seen) >= MAX_REMEMBERED or now - next(iter(self._seen.values())) > self.window
+        ):
+            self._seen.popitem(last=False)  # out of the window: stale anyway
+        if signature in self._seen:
+            return "replayed request (this signature was already used)"
+        self._seen[signature] = int(timestamp)
+        return None

@@ -317,8 +317,9 @@ async def test_pause_and_resume(api: Api, fleet: Fleet, clock: FakeClock) -> Non
     assert fleet.service("social-media").control_calls == {"pause": 1, "resume": 1}
 
 
-async def test_replayed_control_is_not_counted(api: Api, fleet: Fleet) -> None:
+async def test_replayed_control_is_not_counted(api: Api, fleet: Fleet, clock: FakeClock) -> None:
     first = await api.control("email-blast", "restart", key="inc-1-restart-1")
+    await clock.advance(1)  # a retry signed again: the same key, a new signature
     second = await api.control("email-blast", "restart", key="inc-1-restart-1")
     assert second == {**first, "replayed": True}
     assert fleet.service("email-blast").restarts == 1

@@ -345,6 +345,7 @@ def _bad_headers(clock: FakeClock, body: bytes) -> dict[str, dict[str, str]]:
         "missing signature": {TIMESTAMP_HEADER: str(now)},
         "missing timestamp": {SIGNATURE_HEADER: good[SIGNATURE_HEADER]},
         "wrong secret": signed(clock, body, b"not-the-secret"),
+        "another project's secret": signed(clock, body, b"orch-demo-secret:other-project"),
         "tampered body": signed(clock, other),
         "stale": {
             TIMESTAMP_HEADER: str(now - 301),
@@ -377,6 +378,7 @@ def _bad_headers(clock: FakeClock, body: bytes) -> dict[str, dict[str, str]]:
         "missing signature",
         "missing timestamp",
         "wrong secret",
+        "another project's secret",
         "tampered body",
         "stale",
         "future",
@@ -406,6 +408,33 @@ async def test_control_refuses_unauthenticated_calls(
     for record in caplog.records:
         assert SECRET.decode() not in record.getMessage()
         assert "secret-key-in-body" not in record.getMessage()
+
+
+async def test_replayed_request_is_refused_and_logged(
+    client: TestClient[Any, Any],
+    service: FakeService,
+    contract: Contract,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A captured request sent again, byte for byte, inside the window: refused, even
+    on the other route that shares the contract's authenticator."""
+    body = body_of("restart", "inc-7-restart-1")
+    headers = signed(clock, body)
+    assert (await post_control(client, body, headers))[0] == 202
+    caplog.set_level(logging.INFO, logger="orch_kit")
+    await clock.advance(30)
+    status, answer = await post_control(client, body, headers)
+    assert status == 401
+    assert "replayed" in answer["error"]
+    assert service.actions == ["restart"]
+    assert contract.refused == 1
+    assert any("replayed request" in r.getMessage() for r in caplog.records)
+    # Once outside the window the same bytes are simply stale.
+    await clock.advance(300)
+    status, answer = await post_control(client, body, headers)
+    assert (status, service.actions) == (401, ["restart"])
+    assert "old" in answer["error"]
 
 
 async def test_control_accepts_a_timestamp_inside_the_window(
@@ -484,6 +513,7 @@ async def test_failed_action_is_500_and_a_retry_acts(
     status, answer = await post_control(client, body, signed(clock, body))
     assert status == 500
     assert "RuntimeError" in answer["error"]
+    await clock.advance(1)  # a retry is signed again
     status, answer = await post_control(client, body, signed(clock, body))
     assert status == 202 and "replayed" not in answer
     assert service.actions == ["clear_cache"]
@@ -500,6 +530,7 @@ async def test_idempotency_memory_is_bounded(service: FakeService, clock: FakeCl
     )
     async with TestClient(TestServer(app)) as client:
         for key in ("a", "b", "c", "a"):  # "a" was forgotten when "c" came
+            await clock.advance(1)  # each call signed at its own second: none is a replay
             body = body_of("clear_cache", key)
             status, _ = await post_control(client, body, signed(clock, body))
             assert status == 202
@@ -543,6 +574,7 @@ async def test_control_on_its_own_port_shares_idempotency(
         body = body_of("restart", "once")
         status, _ = await post_control(supervisor_client, body, signed(clock, body))
         assert status == 202
+        await clock.advance(1)  # a retry is signed again (the same signature is a replay)
         status, answer = await post_control(main_client, body, signed(clock, body))
         assert status == 202 and answer["replayed"] is True
     assert service.actions == ["restart"]
