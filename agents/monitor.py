@@ -76,8 +76,15 @@ class ProjectMonitor:
     def projects(self) -> list[str]:
         return sorted(self._tasks)
 
-    def set_projects(self, projects: Iterable[Project]) -> list[asyncio.Task[None]]:
+    def set_projects(
+        self, projects: Iterable[Project], *, first_within: float | None = None
+    ) -> list[asyncio.Task[None]]:
         """Start polling new projects, stop removed ones, pick up changed settings.
+
+        New projects are first probed at a random moment within their interval, or
+        within ``first_within`` seconds when that is shorter: a replica taking over a
+        dead one's projects probes them soon (they have gone unwatched for a lease
+        period already), still spread so they do not all fire at once.
 
         Returns the polling tasks of removed projects, cancelled: a caller handing a
         project to another replica awaits them, so no probe of it is still in flight."""
@@ -98,7 +105,10 @@ class ProjectMonitor:
                 assert project.interval is not None
                 # The phase is fixed now, when the project is added, not when the task
                 # first runs: a fleet added at once is spread over exactly one interval.
-                first_due = self._clock.monotonic() + self._rng.uniform(0, project.interval)
+                window = project.interval
+                if first_within is not None:
+                    window = min(window, first_within)
+                first_due = self._clock.monotonic() + self._rng.uniform(0, window)
                 self._tasks[name] = asyncio.create_task(
                     self._poll_forever(name, first_due), name=f"poll:{name}"
                 )

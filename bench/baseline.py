@@ -1,7 +1,8 @@
 """The baseline: a bare aiohttp polling loop making the same requests as orch.
 
-Per project and interval it GETs /health, /metrics and /status concurrently, with the
-same Accept headers, through one keep-alive session configured like orch's (same
+Per project and interval it GETs /health, and with every ``scrape_every``-th probe also
+/metrics and /status concurrently (as orch's ProbeClient.poll does), with the same
+Accept headers, through one keep-alive session configured like orch's (same
 connector limit), paced like ``agents.monitor.ProjectMonitor``: one task per project, a
 random phase inside the first interval, fixed-rate schedule, a semaphore bounding
 concurrent probes, and lateness measured the same way (start of the probe minus the
@@ -31,8 +32,10 @@ class BarePoller:
         timeout: float,
         *,
         max_concurrency: int = 256,
+        scrape_every: int = 1,
     ) -> None:
         self._urls = urls
+        self._scrape_every = scrape_every
         self._interval = interval
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_concurrency = max_concurrency
@@ -45,7 +48,10 @@ class BarePoller:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=self._max_concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
+            limit=self._max_concurrency,
+            ttl_dns_cache=300,
+            enable_cleanup_closed=True,
+            keepalive_timeout=45.0,  # as orch's (bot.runtime.PROBE_KEEPALIVE_S)
         )
         self._session = aiohttp.ClientSession(connector=connector)
         rng = random.Random()
@@ -70,13 +76,16 @@ class BarePoller:
         ) as resp:
             return resp.status, await resp.read()
 
-    async def _probe(self, health: URL, metrics: URL, status: URL) -> bool:
+    async def _probe(self, health: URL, metrics: URL, status: URL, scrape: bool) -> bool:
         try:
-            answers = await asyncio.gather(
-                self._get(health, HEALTH_HEADERS),
-                self._get(metrics, JSON_HEADERS),
-                self._get(status, JSON_HEADERS),
-            )
+            if scrape:
+                answers = await asyncio.gather(
+                    self._get(health, HEALTH_HEADERS),
+                    self._get(metrics, JSON_HEADERS),
+                    self._get(status, JSON_HEADERS),
+                )
+            else:
+                answers = [await self._get(health, HEALTH_HEADERS)]
         except (aiohttp.ClientError, TimeoutError):
             return False
         if any(code != 200 for code, _ in answers):
@@ -90,13 +99,16 @@ class BarePoller:
         # URLs parsed once, as orch caches its targets.
         health, metrics, status = (URL(base + path) for path in ("/health", "/metrics", "/status"))
         due = time.monotonic() + phase
+        probes = 0
         while True:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             async with self._slots:
                 self.lateness.append(max(0.0, time.monotonic() - due))
-                ok = await self._probe(health, metrics, status)
+                scrape = probes % self._scrape_every == 0
+                ok = await self._probe(health, metrics, status, scrape)
+            probes += 1
             self.probes_done += 1
             self.probes_ok += ok
             due += self._interval

@@ -1,12 +1,20 @@
 """A simulated fleet: many healthy contract endpoints, one tiny aiohttp app per port.
 
 Run as a child of the bench (``python -m bench.fleet_server --count 500``): it binds
-``count`` ephemeral ports on 127.0.0.1, prints one JSON line ``{"ports": [...]}`` once all
-of them accept connections, and serves until its stdin closes (the parent exited or
-closed the pipe), SIGTERM or SIGINT arrives, or ``--max-seconds`` pass — so it never
-outlives the bench. Before it exits it prints ``{"cpu_s": ..., "peak_rss_mb": ...}``.
+``count`` ephemeral ports on 127.0.0.1, prints one JSON line ``{"ports": [...],
+"control": port}`` once all of them accept connections, and serves until its stdin
+closes (the parent exited or closed the pipe), SIGTERM or SIGINT arrives, or
+``--max-seconds`` pass — so it never outlives the bench. Before it exits it prints
+``{"cpu_s": ..., "peak_rss_mb": ...}``.
 
-Every answer is healthy and well under orch's default thresholds.
+A port per project, as a real fleet has, so orch keeps one keep-alive connection per
+project as it would in production (one port with many paths would let a handful of
+pooled connections serve the whole fleet and flatter the figures).
+
+Every answer is healthy and well under orch's default thresholds, until the driver
+injects a fault through the control port: ``POST /fault {"ports": [...], "fail": true}``
+makes those ports' /health answer ``fail`` (503).  ``GET /seen`` returns, per port, the
+wall time of its last /health request, so the driver can tell when a project was polled.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ METRICS = {
     "latency_p95_ms": 20.0,
 }
 _STARTED = time.monotonic()
+FAILING: set[int] = set()  # ports whose /health answers fail
+SEEN: dict[int, float] = {}  # port -> wall time of its last /health request
 
 
 def _status() -> dict[str, Any]:
@@ -45,17 +55,22 @@ def _status() -> dict[str, Any]:
     }
 
 
-def _kit_app() -> web.Application | None:
+def _kit_app(port: int) -> web.Application | None:
     """An app with the contract served by orch_kit, or None when the kit is not there."""
     try:
         from orch_kit import Callbacks, Health, mount_contract
     except ImportError:
         return None
+
+    def health() -> Health:
+        SEEN[port] = time.time()
+        return Health("fail", output="injected fault") if port in FAILING else Health("pass")
+
     app = web.Application()
     mount_contract(
         app,
         Callbacks(
-            health=lambda: Health("pass"),
+            health=health,
             metrics=lambda: METRICS,
             status=_status,
             logs=lambda _query: [],
@@ -69,11 +84,18 @@ def _kit_app() -> web.Application | None:
 
 # The fallback: the same JSON shapes from prebuilt bytes (DESIGN §3).
 _HEALTH_BODY = json.dumps(HEALTH).encode()
+_FAIL_BODY = json.dumps({**HEALTH, "status": "fail", "output": "injected fault"}).encode()
 _METRICS_BODY = json.dumps(METRICS).encode()
 
 
-async def _health(_request: web.Request) -> web.Response:
-    return web.Response(body=_HEALTH_BODY, content_type="application/health+json")
+def _health_handler(port: int) -> Any:
+    async def health(_request: web.Request) -> web.Response:
+        SEEN[port] = time.time()
+        if port in FAILING:
+            return web.Response(body=_FAIL_BODY, status=503, content_type="application/health+json")
+        return web.Response(body=_HEALTH_BODY, content_type="application/health+json")
+
+    return health
 
 
 async def _metrics(_request: web.Request) -> web.Response:
@@ -92,9 +114,9 @@ async def _control(_request: web.Request) -> web.Response:
     return web.json_response({"error": "unsigned"}, status=401)
 
 
-def _plain_app() -> web.Application:
+def _plain_app(port: int) -> web.Application:
     app = web.Application()
-    app.router.add_get("/health", _health)
+    app.router.add_get("/health", _health_handler(port))
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status_handler)
     app.router.add_get("/logs", _logs)
@@ -102,10 +124,48 @@ def _plain_app() -> web.Application:
     return app
 
 
-def make_app(use_kit: bool = True) -> tuple[web.Application, str]:
-    """A fresh contract app and which handlers serve it (``orch_kit`` or ``plain``)."""
-    app = _kit_app() if use_kit else None
-    return (app, "orch_kit") if app is not None else (_plain_app(), "plain")
+def make_app(port: int, use_kit: bool = True) -> tuple[web.Application, str]:
+    """A fresh contract app for ``port`` and which handlers serve it (``orch_kit`` or
+    ``plain``)."""
+    app = _kit_app(port) if use_kit else None
+    return (app, "orch_kit") if app is not None else (_plain_app(port), "plain")
+
+
+async def _fault(request: web.Request) -> web.Response:
+    body = await request.json()
+    ports = {int(p) for p in body["ports"]}
+    if body.get("fail", True):
+        FAILING.update(ports)
+    else:
+        FAILING.difference_update(ports)
+    return web.json_response({"failing": len(FAILING)})
+
+
+async def _seen(_request: web.Request) -> web.Response:
+    return web.json_response({str(port): at for port, at in SEEN.items()})
+
+
+def _control_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/fault", _fault)
+    app.router.add_get("/seen", _seen)
+    return app
+
+
+def _bind() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
+async def _serve_on(
+    app: web.Application, sock: socket.socket, runners: list[web.AppRunner]
+) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    runners.append(runner)
+    await web.SockSite(runner, sock, backlog=1024).start()
 
 
 async def serve(count: int, max_seconds: float, use_kit: bool) -> None:
@@ -118,16 +178,13 @@ async def serve(count: int, max_seconds: float, use_kit: bool) -> None:
     kind = "none"
     try:
         for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-            app, kind = make_app(use_kit)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            runners.append(runner)
-            await web.SockSite(runner, sock, backlog=1024).start()
-        print(json.dumps({"ports": ports, "handlers": kind}), flush=True)
+            sock, port = _bind()
+            ports.append(port)
+            app, kind = make_app(port, use_kit)
+            await _serve_on(app, sock, runners)
+        sock, control = _bind()
+        await _serve_on(_control_app(), sock, runners)
+        print(json.dumps({"ports": ports, "handlers": kind, "control": control}), flush=True)
         watchers = [
             asyncio.create_task(stop.wait()),
             asyncio.create_task(stdin_closed()),

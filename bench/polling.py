@@ -15,6 +15,7 @@ import contextlib
 import cProfile
 import json
 import logging
+import math
 import sys
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.proc import cpu_seconds, peak_rss_mb, percentile, raise_fd_limit, stdin_closed
+from bot import event_loop
 
 MAX_REASONS = 5
 
@@ -37,12 +39,23 @@ class Plan:
     duration: float
     sqlite: Path | None = None  # the store file (orch only)
     profile: Path | None = None  # write cProfile stats of the window here
+    scrape_interval: float = 30.0  # /metrics + /status at most this often
+    database_url: str | None = None  # orch on PostgreSQL (a scratch schema) when set
+    redis_url: str | None = None  # and on Redis Streams when set
 
 
-def project_config(ports: list[int], interval: float, timeout: float) -> dict[str, Any]:
+def scrape_every(interval: float, scrape_interval: float) -> int:
+    """Every how many probes orch fetches /metrics and /status (ProbeClient.poll: due
+    when at least ``scrape_interval - interval / 2`` passed since the last fetch)."""
+    return max(1, math.ceil(scrape_interval / interval - 0.5))
+
+
+def project_config(
+    ports: list[int], interval: float, timeout: float, scrape_interval: float = 30.0
+) -> dict[str, Any]:
     """The ``projects.yml`` equivalent for the fleet: one contract project per port."""
     return {
-        "defaults": {"interval": interval, "timeout": timeout},
+        "defaults": {"interval": interval, "timeout": timeout, "scrape_interval": scrape_interval},
         "projects": [
             {"name": f"bench-{i:05d}", "url": f"http://127.0.0.1:{port}", "kind": "contract"}
             for i, port in enumerate(ports)
@@ -125,8 +138,15 @@ async def run_orch(plan: Plan) -> dict[str, Any]:
             reasons[result.reason] += 1
 
     assert plan.sqlite is not None
-    config = Config.model_validate(project_config(plan.ports, plan.interval, plan.timeout))
-    settings = Settings(sqlite_path=plan.sqlite, port=0)
+    config = Config.model_validate(
+        project_config(plan.ports, plan.interval, plan.timeout, plan.scrape_interval)
+    )
+    settings = Settings(
+        sqlite_path=plan.sqlite,
+        database_url=plan.database_url,
+        redis_url=plan.redis_url,
+        port=0,
+    )
     runtime = Runtime(
         settings, config, options=RuntimeOptions(serve_web=False, extra_result_listeners=[observe])
     )
@@ -164,7 +184,12 @@ async def run_baseline(plan: Plan) -> dict[str, Any]:
     from bench.baseline import BarePoller
 
     urls = [f"http://127.0.0.1:{port}" for port in plan.ports]
-    poller = BarePoller(urls, plan.interval, plan.timeout)
+    poller = BarePoller(
+        urls,
+        plan.interval,
+        plan.timeout,
+        scrape_every=scrape_every(plan.interval, plan.scrape_interval),
+    )
     await poller.start()
     try:
         return await _measure(
@@ -201,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--sqlite", type=Path, help="store file for --mode orch")
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the window")
+    parser.add_argument("--scrape-interval", type=float, default=30.0)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--database-url", help="orch on this PostgreSQL (default: SQLite)")
+    parser.add_argument("--redis-url", help="orch on Redis Streams (default: in-process bus)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     raise_fd_limit()
@@ -214,14 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         args.duration,
         args.sqlite,
         args.profile,
+        args.scrape_interval,
+        args.database_url,
+        args.redis_url,
     )
     work = run_orch(plan) if args.mode == "orch" else run_baseline(plan)
     result = None
-    with contextlib.suppress(KeyboardInterrupt):
-        result = asyncio.run(_until_orphaned(work))
+    # Both sides on the same loop: orch's CLI runs on uvloop where it is installed.
+    factory = event_loop.loop_factory() if args.loop == "uvloop" else None
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=factory) as runner:
+        result = runner.run(_until_orphaned(work))
     if result is None:
         return 130
     result["mode"] = args.mode
+    result["loop"] = "uvloop" if factory is not None else "asyncio"
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
     return 0

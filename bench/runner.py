@@ -93,6 +93,7 @@ class Fleet:
         self.max_seconds = max_seconds
         self.procs: list[asyncio.subprocess.Process] = []
         self.handlers = ""
+        self.control: dict[int, int] = {}  # project port -> its process's control port
 
     async def start(self) -> list[int]:
         share, extra = divmod(self.projects, self.processes)
@@ -115,9 +116,30 @@ class Fleet:
                 raise RuntimeError("a fleet process exited before serving")
             hello = json.loads(line)
             ports.extend(hello["ports"])
+            self.control.update(dict.fromkeys(hello["ports"], hello["control"]))
             self.handlers = hello["handlers"]
             await asyncio.gather(_wait_ready(hello["ports"][0]), _wait_ready(hello["ports"][-1]))
         return ports
+
+    async def fault(self, ports: list[int], fail: bool = True) -> None:
+        """Make the /health of ``ports`` answer fail (or pass again)."""
+        by_control: dict[int, list[int]] = {}
+        for port in ports:
+            by_control.setdefault(self.control[port], []).append(port)
+        async with aiohttp.ClientSession() as session:
+            for control, group in by_control.items():
+                url = f"http://127.0.0.1:{control}/fault"
+                async with session.post(url, json={"ports": group, "fail": fail}) as resp:
+                    resp.raise_for_status()
+
+    async def seen(self) -> dict[int, float]:
+        """Per port, the wall time of its last /health request."""
+        out: dict[int, float] = {}
+        async with aiohttp.ClientSession() as session:
+            for control in set(self.control.values()):
+                async with session.get(f"http://127.0.0.1:{control}/seen") as resp:
+                    out.update({int(k): v for k, v in (await resp.json()).items()})
+        return out
 
     async def stop(self) -> dict[str, float]:
         outs = await asyncio.gather(*(_release(p) for p in self.procs))
@@ -144,9 +166,22 @@ async def run_worker(
         f"--warmup={args.warmup}",
         f"--duration={args.duration}",
         f"--sqlite={workdir / f'{mode}.db'}",
+        f"--scrape-interval={args.scrape_interval}",
+        f"--loop={args.loop}",
     ]
     if profile:
         cmd.append(f"--profile={report.RESULTS_DIR / f'{args.stamp}-{mode}.prof'}")
+    if mode == "orch" and args.backend == "postgres+redis":
+        from bench.stack import production
+
+        # A fresh schema and Redis per run: no round inherits another's rows or leases.
+        async with production("polling") as (database_url, redis_url):
+            cmd += [f"--database-url={database_url}", f"--redis-url={redis_url}"]
+            return await _worker_result(mode, cmd, args)
+    return await _worker_result(mode, cmd, args)
+
+
+async def _worker_result(mode: str, cmd: list[str], args: argparse.Namespace) -> dict[str, Any]:
     proc = await _spawn(*cmd)
     assert proc.stdout is not None
     try:
@@ -165,10 +200,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Fleet polling: orch's full pipeline against a bare aiohttp loop.",
-        epilog="Other suites: python -m bench {ingest,bus,uptime,all,cleanup} [--help]; "
+        epilog="Other suites: python -m bench {ingest,bus,uptime,detection,replicas,all,cleanup} "
+        "[--help]; "
         "see docs/benchmarks.md.",
     )
-    parser.add_argument("--projects", type=int, help="endpoints to poll (default 1000)")
+    parser.add_argument(
+        "--projects",
+        type=int,
+        nargs="+",
+        help="endpoints to poll (default 1000); several sizes make a sweep with a PNG chart",
+    )
     parser.add_argument("--interval", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("--duration", type=float, help="measured seconds (default 60)")
     parser.add_argument(
@@ -191,16 +232,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--fleet-procs", type=int, help="fleet server processes (default 1, or 2 above 250)"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres+redis"),
+        default="sqlite",
+        help="orch's store and bus: embedded (default) or PostgreSQL (a scratch schema) "
+        "and Redis Streams (a private redis-server)",
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=30.0,
+        help="/metrics and /status at most this often, both sides (default 30, orch's)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of both sides (default uvloop, as `orch run`)",
+    )
     args = parser.parse_args(argv)
     if args.projects is None:
-        args.projects = 100 if args.quick else 1000
+        args.projects = [100 if args.quick else 1000]
     if args.duration is None:
         args.duration = 15.0 if args.quick else 60.0
     if args.warmup is None:
         args.warmup = args.interval
-    if args.fleet_procs is None:
-        args.fleet_procs = 1 if args.projects <= 250 else 2
-    if min(args.projects, args.repeat) < 1 or args.interval <= 0 or args.duration <= 0:
+    if min(*args.projects, args.repeat) < 1 or args.interval <= 0 or args.duration <= 0:
         parser.error("--projects, --repeat, --interval and --duration must be positive")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
@@ -215,13 +273,27 @@ async def run(args: argparse.Namespace) -> int:
     stamp = args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.profile:
         report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    sweep = []
+    for projects in args.projects:
+        sweep.append(await run_size(args, projects, stamp))
+    if len(args.projects) > 1:
+        from bench.chart import sweep_chart
+
+        png = sweep_chart(sweep, report.RESULTS_DIR / f"{stamp}-sweep.png", args.interval)
+        log(f"chart: {png.relative_to(ROOT)}")
+    return 0
+
+
+async def run_size(args: argparse.Namespace, projects: int, stamp: str) -> dict[str, Any]:
+    """One fleet size: every round of every side; returns {projects, mode: result}."""
     modes = [args.only] if args.only else ["orch", "baseline"]
     per_run = args.warmup + args.duration + 120
     budget = per_run * len(modes) * args.repeat + 300
     workdir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    fleet = Fleet(args.projects, args.fleet_procs, max_seconds=budget)
+    procs = args.fleet_procs or (1 if projects <= 250 else 2)
+    fleet = Fleet(projects, procs, max_seconds=budget)
     try:
-        log(f"fleet: {args.projects} endpoints in {fleet.processes} process(es)")
+        log(f"fleet: {projects} endpoints in {fleet.processes} process(es)")
         ports = await fleet.start()
         ports_file = workdir / "ports.json"
         ports_file.write_text(json.dumps(ports))
@@ -242,7 +314,10 @@ async def run(args: argparse.Namespace) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     params = {
         "bench": "polling",
-        "projects": args.projects,
+        "projects": projects,
+        "backend": args.backend,
+        "loop": args.loop,
+        "scrape_interval_s": args.scrape_interval,
         "interval_s": args.interval,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -263,7 +338,7 @@ async def run(args: argparse.Namespace) -> int:
         for mode in results:
             prof = report.RESULTS_DIR / f"{stamp}-{mode}.prof"
             log(report.top_functions(prof))
-    return 0
+    return {"projects": projects, **results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from bench import bus_latency, ingest, uptime_query
+from bench import bus_latency, detection, ingest, replicas, uptime_query
 from bench.backends import (
     DATABASE_URL,
     REDIS_URL,
@@ -33,12 +33,20 @@ from bench.backends import (
     require_loopback,
 )
 
-SUITES: dict[str, ModuleType] = {"ingest": ingest, "bus": bus_latency, "uptime": uptime_query}
+SUITES: dict[str, ModuleType] = {
+    "ingest": ingest,
+    "bus": bus_latency,
+    "uptime": uptime_query,
+    "detection": detection,
+    "replicas": replicas,
+}
 NAMES = ("polling", *SUITES, "all", "cleanup")
 DESCRIPTIONS = {
     "ingest": "metric samples and probes per second into PostgreSQL (store vs bare COPY)",
     "bus": "Redis Streams bus publish -> handler latency at a paced rate (bus vs bare redis-py)",
     "uptime": "uptime % over 30 days for a fleet with a year of roll-ups",
+    "detection": "fault injected -> 'is down' card at a fake Slack, default settings",
+    "replicas": "three orch replicas on PostgreSQL + Redis share a fleet; one is killed",
 }
 
 
@@ -119,7 +127,8 @@ def _run(name: str, args: argparse.Namespace) -> int:
 def run_all(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench all",
-        description="every suite in turn with its defaults: polling, ingest, bus, uptime",
+        description="every suite in turn with its defaults: polling, ingest, bus, uptime, "
+        "detection, replicas",
     )
     parser.add_argument("--quick", action="store_true", help="each suite's smoke run")
     parser.add_argument("--skip-polling", action="store_true", help="backend suites only")

@@ -173,6 +173,29 @@ async def test_a_crash_is_confirmed_by_rechecks_one_second_apart(
         await monitor.stop()
 
 
+async def test_projects_taken_over_are_probed_within_first_within(
+    clock: FakeClock, serve: Callable, session: aiohttp.ClientSession
+) -> None:
+    """A replica taking over projects probes them within seconds, not a whole interval."""
+    url = await serve(Service())
+    results = Results()
+    monitor = ProjectMonitor(
+        ProbeClient(session, clock).probe, results.add, clock=clock, rng=random.Random(4)
+    )
+    monitor.set_projects([project(f"p{i}", url, interval=10) for i in range(20)], first_within=2)
+    try:
+        await clock.advance(2)
+        await results.wait_for(lambda: len(results.items) == 20)
+        assert sorted(results.by_project.values()) == [1] * 20
+        # Then the normal schedule: the next probe of each one interval after its first.
+        await clock.advance(7.9)
+        assert len(monitor.lateness.snapshot()) == 20  # no second probe has begun
+        await clock.advance(2.1)
+        await results.wait_for(lambda: len(results.items) == 40)
+    finally:
+        await monitor.stop()
+
+
 async def test_a_large_fleet_is_spread_over_the_first_interval(
     clock: FakeClock, serve: Callable, session: aiohttp.ClientSession
 ) -> None:
