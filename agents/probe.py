@@ -7,7 +7,8 @@ the problem, because the monitor loop must keep going whatever a project does.
 Levels:
 - ``contract``: /health decides pass/warn/fail. /metrics and /status are fetched
   concurrently (same deadline); when they are broken the project is not down, so the
-  level is capped at WARN with their reasons, and whatever parsed is kept.
+  level is capped at WARN with their reasons, and whatever parsed is kept.  The
+  monitor's ``poll`` fetches them only once per ``scrape_interval``.
 - ``http``: PASS when the status code, ``body_contains`` and ``json_path`` all hold.
 - ``prometheus``: PASS when the page is HTTP 200 and parses (see agents.probe_prometheus).
 
@@ -47,6 +48,28 @@ class ProbeClient:
     def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
         self._session = session  # owned by the caller: shared keep-alive pool
         self._clock = clock
+        # For ``poll``: when each contract project's /metrics and /status were last
+        # fetched, and what was wrong with them then (absent: nothing).
+        self._scraped_at: dict[str, float] = {}
+        self._side_problems: dict[str, str] = {}
+
+    async def poll(self, project: Project) -> ProbeResult:
+        """The scheduled probe: /health every time, /metrics and /status only once per
+        ``scrape_interval`` (the first probe, then the first one at least that long after
+        the last fetch; half an interval early counts, so a 30 s cadence on a 10 s
+        schedule is every third probe, not every fourth).  Between fetches a problem the
+        last fetch found keeps the level at WARN, so a broken /metrics reads the same on
+        every probe instead of flipping the project between healthy and degraded."""
+        if project.kind != "contract":
+            return await self.probe(project)
+        now = self._clock.monotonic()
+        last = self._scraped_at.get(project.name)
+        every = project.scrape_interval or 0.0
+        early = (project.interval or 0.0) / 2
+        scrape = last is None or now - last >= every - early
+        if scrape:
+            self._scraped_at[project.name] = now
+        return await self.probe(project, scrape=scrape)
 
     async def probe(self, project: Project, *, scrape: bool = True) -> ProbeResult:
         """Probe ``project`` once, within ``project.timeout`` for everything.
@@ -88,6 +111,10 @@ class ProbeClient:
         if not scrape:
             alone = await health_call  # a ProbeError here becomes the FAIL in probe()
             level, reason, version = _health_verdict(alone)
+            known = self._side_problems.get(project.name)
+            if known and level is not Level.FAIL:
+                level = Level.WARN
+                reason = f"{reason}; {known}" if reason else known
             return ProbeResult(
                 project.name, ts, level, alone.latency_ms, reason, alone.status,
                 version=version,
@@ -114,6 +141,11 @@ class ProbeClient:
             state, status_version, problems = parse.contract_status(status_doc)
             if problems:
                 status_problem = parse.join_problems(status_t.label, problems)
+        extra = [r for r in (metrics_problem, status_problem) if r]
+        if extra:
+            self._side_problems[project.name] = "; ".join(extra)
+        else:
+            self._side_problems.pop(project.name, None)
         if isinstance(health, ProbeError):
             return ProbeResult(
                 project.name, ts, Level.FAIL, health.latency_ms, health.reason,
@@ -121,12 +153,10 @@ class ProbeClient:
             )  # fmt: skip
         assert isinstance(health, Answer)
         level, reason, health_version = _health_verdict(health)
-        if level is not Level.FAIL:
+        if level is not Level.FAIL and extra:
             # Broken side endpoints are worth a warning, never an outage.
-            extra = [r for r in (metrics_problem, status_problem) if r]
-            if extra:
-                level = Level.WARN
-                reason = "; ".join([reason, *extra] if reason else extra)
+            level = Level.WARN
+            reason = "; ".join([reason, *extra] if reason else extra)
         return ProbeResult(
             project.name, ts, level, health.latency_ms, reason, health.status,
             metrics=metrics, state=state, version=status_version or health_version,
@@ -165,7 +195,7 @@ class ProbeClient:
         )  # fmt: skip
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1 << 16)  # a fleet of 5,000 must fit: a miss parses three URLs
 def _contract_targets(base: str) -> tuple[Target, Target, Target]:
     return target(base + "/health"), target(base + "/metrics"), target(base + "/status")
 

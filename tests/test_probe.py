@@ -359,6 +359,35 @@ async def test_without_scrape_only_health_is_fetched(fleet: Fleet, client: Probe
     assert [path for path, _ in fleet.hits] == ["/ok/health"]
 
 
+async def test_poll_scrapes_once_per_scrape_interval(
+    fleet: Fleet, client: ProbeClient, clock: FakeClock
+) -> None:
+    """Every 10 s with the default 30 s scrape_interval: /metrics and /status with the
+    first probe and every third after it (29.9 s later is close enough)."""
+    results = []
+    for step in (0, 10, 10, 9.9, 10, 10, 10.2):
+        await clock.advance(step)
+        results.append(await client.poll(project(fleet("/ok"))))
+    paths = [path for path, _ in fleet.hits]
+    assert paths.count("/ok/health") == 7
+    assert paths.count("/ok/metrics") == paths.count("/ok/status") == 3
+    assert [bool(r.metrics) for r in results] == [True, False, False, True, False, False, True]
+    assert [r.state for r in results] == ["running", None, None, "running", None, None, "running"]
+    assert {r.level for r in results} == {Level.PASS}
+
+
+async def test_poll_keeps_a_broken_side_endpoint_warning_between_scrapes(
+    fleet: Fleet, client: ProbeClient, clock: FakeClock
+) -> None:
+    reason = "GET /s404/status: HTTP 404"
+    results = []
+    for _ in range(3):
+        results.append(await client.poll(project(fleet("/s404"))))
+        await clock.advance(10)
+    assert [path for path, _ in fleet.hits].count("/s404/status") == 1
+    assert [(r.level, r.reason) for r in results] == [(Level.WARN, reason)] * 3
+
+
 # -- contract: /metrics and /status --------------------------------------------------------
 
 
