@@ -54,6 +54,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -292,6 +293,11 @@ class ClaudeAdvisor:
             else timeout_s * (max_retries + 1) + RETRY_WAIT_S * max_retries
         )
         self.traits = model_traits(model)
+        # For orch's /metrics: analyses by outcome ("ok" or the short reason it is
+        # unavailable) and the tokens and dollars the answers cost.
+        self.outcomes: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
+        self.spent_usd = 0.0
         self._client: anthropic.AsyncAnthropic | None = None
         if api_key:
             # Imported here: the SDK costs some 70 MB of memory, for nothing without a key.
@@ -395,9 +401,12 @@ class ClaudeAdvisor:
             latency_ms=latency_ms,
             cost_usd=cost_usd(self.model, tokens_in, tokens_out),
         )
+        self.tokens.update(input=tokens_in, output=tokens_out)
+        self.spent_usd += spent.cost_usd
         try:
             output = self._output(ctx, response)
         except _Unavailable as exc:
+            self.outcomes[exc.reason] += 1
             log.warning(
                 "claude: analysis of %s unavailable (%s) after %.0f ms, %d+%d tokens",
                 ctx.project,
@@ -416,6 +425,7 @@ class ClaudeAdvisor:
             tokens_out,
             spent.cost_usd,
         )
+        self.outcomes["ok"] += 1
         return dataclasses.replace(spent, output=output)
 
     def _output(self, ctx: AnalysisContext, response: Any) -> AnalysisOutput:
@@ -475,6 +485,7 @@ class ClaudeAdvisor:
         self, ctx: AnalysisContext, message: str, reason: str, *, started: float | None = None
     ) -> ClaudeResult:
         latency_ms = 0.0 if started is None else (self.clock.monotonic() - started) * 1000
+        self.outcomes[reason] += 1
         level = logging.DEBUG if reason == "not_configured" else logging.WARNING
         log.log(level, "claude: analysis of %s unavailable (%s)", ctx.project, reason)
         error = f"{UNAVAILABLE}: {redact(message)[:ERROR_CHARS]}"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -124,6 +125,7 @@ class ActionExecutor:
         self._deferred = False  # an action waited for a lock or slot: sweep when one frees
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self.finished: Counter[tuple[str, str]] = Counter()  # (action, outcome) -> count
 
     # -- wiring and lifecycle ----------------------------------------------------------
     def register(self, bus: EventBus) -> None:
@@ -417,6 +419,8 @@ class ActionExecutor:
 
     async def _audit(self, final: ActionRequest, *, decision: str = "allowed",
                      output: str = "") -> None:  # fmt: skip
+        # Every finished action passes here once: orch's /metrics counts them.
+        self.finished[final.action, "refused" if decision == "refused" else final.state] += 1
         details: dict[str, Any] = {"outcome": final.outcome, "error": final.error,
                                    "executor": self.replica_id}  # fmt: skip
         if output:

@@ -199,6 +199,20 @@ class RedisStreamsBus:
     def stats(self) -> dict[str, dict[str, int]]:
         return {role: r.stats() for role, r in self._readers.items()}
 
+    async def backlog(self) -> tuple[dict[str, dict[str, int]], int]:
+        """What Redis holds, across all replicas (telemetry): per local role, ``lag``
+        (entries not yet delivered to its group; Redis 7+) and ``pending`` (delivered, not
+        acknowledged); and how many entries the dead-letter stream keeps."""
+        if self._redis is None:
+            raise BusUnavailable("the Redis bus is not started")
+        groups = await self._groups()
+        roles = {
+            role: {"lag": int(g.get("lag") or 0), "pending": int(g.get("pending") or 0)}
+            for role, g in groups.items()
+            if role in self._subs
+        }
+        return roles, int(await self._redis.xlen(self.settings.dead_stream))
+
     # -- reconciliation ----------------------------------------------------------------
     async def reconcile(
         self,

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.config_values import parse_duration
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "demo" / "projects.yml"
 
 
@@ -21,6 +23,7 @@ API_MODES = ("off", "local", "token")
 # An API user's name (ORCH_API_TOKENS, projects.yml's api_users).
 API_USER_PATTERN = r"[a-z0-9][a-z0-9._-]{0,62}"
 API_TOKEN_MIN_LENGTH = 16
+LOG_FORMATS = ("text", "json")  # ORCH_LOG_FORMAT (bot.telemetry.logs)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Settings:
     # None: "token" when api_tokens are set, else "off" (bot.api.auth.api_mode).
     api_mode: str | None = None
     api_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)  # token -> user
+    log_format: str = "text"  # ORCH_LOG_FORMAT: text (for people) or json (one object a line)
+    # A dead-man switch (healthchecks.io…) pinged while orch is healthy; its URL holds a
+    # token, so it is kept out of repr and logs (bot.telemetry.heartbeat).
+    heartbeat_url: str | None = field(default=None, repr=False)
+    heartbeat_interval: float = 60.0
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for secret lookups
 
     def command_env(self) -> dict[str, str]:
@@ -67,6 +75,11 @@ class Settings:
             claude_model=env.get("ORCH_CLAUDE_MODEL") or "claude-sonnet-5-5",
             api_mode=_api_mode(env.get("ORCH_API_MODE") or None),
             api_tokens=parse_api_tokens(env.get("ORCH_API_TOKENS") or ""),
+            log_format=_log_format(env.get("ORCH_LOG_FORMAT") or "text"),
+            heartbeat_url=_heartbeat_url(env.get("ORCH_HEARTBEAT_URL") or None),
+            heartbeat_interval=_seconds(
+                "ORCH_HEARTBEAT_INTERVAL", env.get("ORCH_HEARTBEAT_INTERVAL") or "60s"
+            ),
             env=env,
         )
 
@@ -81,6 +94,26 @@ def _api_mode(value: str | None) -> str | None:
     if value is not None and value not in API_MODES:
         raise ValueError(f"ORCH_API_MODE must be one of {', '.join(API_MODES)}, got {value!r}")
     return value
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"ORCH_LOG_FORMAT must be text or json, got {value!r}")
+    return value
+
+
+def _heartbeat_url(value: str | None) -> str | None:
+    # The value is a secret (a token in its path): the error never repeats it.
+    if value is not None and not re.match(r"https?://[^/\s]+", value):
+        raise ValueError("ORCH_HEARTBEAT_URL must be an http:// or https:// URL")
+    return value
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def parse_api_tokens(text: str) -> dict[str, str]:
