@@ -16,7 +16,10 @@ holds across replicas and restarts:
 - one decision at a time per project: a lease ``fix:<project>`` (two replicas, or an
   event and the sweep, never both act);
 - mass failure: when ``mass_failure_ratio`` of the fleet is down at once, orch suspects
-  its own network, restarts nothing and escalates once per episode.
+  its own network, restarts nothing and escalates once per episode;
+- shared dependencies: a project folded into a dependency's outage, or whose dependency
+  is down, is left alone (``agents.dependency_gate``); only the root is restarted, and
+  such projects do not count towards a mass failure.
 
 Decisions come from events (an incident opened, an action failed) and from a periodic
 sweep, which also catches what an event could not decide yet (a backoff running out).
@@ -35,6 +38,8 @@ from typing import Final
 from agents.actions import request_action
 from agents.bus import EventBus
 from agents.clock import Clock, sleep_or_wake
+from agents.dependency_gate import dependency_hold
+from agents.dependency_graph import explained_by_dependency
 from agents.escalation import Escalator, escalation_id
 from agents.events import (
     ACTION_FAILED,
@@ -169,6 +174,10 @@ class AutoFixer:
         incident, action = await self._fixable(project)
         if incident is None or action is None:
             return Decision("nothing", "no incident auto-fix handles")
+        # Before any rule that escalates: a folded outage is the root's to fix and page.
+        hold = await dependency_hold(self._store, config, incident, self._clock.now())
+        if hold is not None:
+            return Decision(hold.kind, hold.why)
         policy = project.policy
         if not policy.auto_fix:
             return await self._escalate(project, incident, "auto_fix_off",
@@ -279,8 +288,12 @@ class AutoFixer:
         return await self._store.db_now() < last.finished_at + grace
 
     async def _fleet_down(self, config: Config) -> list[str]:
+        """The projects down for no reason orch can see: a project down with a project it
+        depends on is explained (agents.dependencies), not a sign of orch's own network."""
         statuses = await self._store.announced_statuses(config.project_names())
-        return sorted(n for n, s in statuses.items() if s == "down")
+        down = sorted(n for n, s in statuses.items() if s == "down")
+        explained = explained_by_dependency(config, down)
+        return [n for n in down if n not in explained]
 
     async def _mass_failure(self, config: Config, down: list[str]) -> Decision | None:
         """Half the fleet down at once: restart nothing, escalate once per episode."""

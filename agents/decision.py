@@ -124,6 +124,8 @@ class DecisionAgent:
         incident = await self._incident(name, incident_id)
         if incident is None:
             return None  # an analysis lives in an incident's thread
+        if incident.caused_by is not None and requested_by is None:
+            return None  # folded into a dependency's outage: the root's analysis covers it
         if requested_by is None and await self._store.analyses_for(incident.id):
             return None  # one per incident: a redelivery, or a second escalation
         ctx = await gather_context(

@@ -1,5 +1,7 @@
 """Everything in the process that decides and acts, built and run as one part of the
-Runtime: the Auto-Fixer (decides, for the projects this replica polls), the Escalator,
+Runtime: the dependency folder (which outages are folded into a dependency's, so that
+only the root is restarted, paged and analysed), the Auto-Fixer (decides, for the
+projects this replica polls), the Escalator,
 the Action Executor (runs what was decided or approved), and the Decision agent (explains
 escalations: Claude as a read-only advisor when a key is set, the rule engine otherwise).
 
@@ -18,6 +20,7 @@ from agents.bus import EventBus
 from agents.claude_advisor import ClaudeAdvisor
 from agents.clock import Clock
 from agents.decision import DecisionAgent
+from agents.dependencies import DependencyFolder
 from agents.escalation import Escalator
 from agents.executor import ActionExecutor
 from agents.probe_result import ProbeResult
@@ -42,6 +45,7 @@ class Acting:
         polled: Callable[[], Collection[str]],
         is_flapping: Callable[[str], bool],
     ) -> None:
+        self.folder = DependencyFolder(store, config, clock=clock, wake=wake)
         self.escalator = Escalator(store, config, session, clock=clock, wake=wake)
         self.autofixer = AutoFixer(
             store, config, self.escalator, clock=clock, wake=wake, replica_id=replica_id,
@@ -66,11 +70,13 @@ class Acting:
         )  # fmt: skip
 
     def register(self, bus: EventBus) -> None:
+        self.folder.register(bus)
         self.autofixer.register(bus)
         self.executor.register(bus)
         self.decision.register(bus)
 
     async def start(self) -> None:
+        await self.folder.start()
         await self.executor.start()
         await self.autofixer.start()
 
@@ -80,6 +86,7 @@ class Acting:
         try:
             await self.autofixer.stop()
             await self.executor.stop()
+            await self.folder.stop()
         finally:
             if self.advisor is not None:
                 await self.advisor.aclose()

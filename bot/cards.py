@@ -34,6 +34,14 @@ def slack_id_or_none(value: object) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class AffectedProject:
+    """A project whose outage is folded into the card's incident (``depends_on``)."""
+
+    project: str
+    recovered: bool
+
+
+@dataclass(frozen=True, slots=True)
 class IncidentCardView:
     """The one card per incident; edited in place as the incident changes."""
 
@@ -49,6 +57,10 @@ class IncidentCardView:
     project_status: str  # healthy | degraded | down | unknown
     timeline_len: int  # entries in the card's thread
     oncall_id: str | None  # who to mention; None = nobody
+    # Shared dependencies (bot.dependency_cards): the outages folded into this one, and,
+    # for a card posted before its outage was folded, the project it is folded into.
+    also_affected: tuple[AffectedProject, ...] = ()
+    folded_into: str = ""
 
     @classmethod
     def from_incident(
@@ -342,6 +354,27 @@ def _approval(kind: str, action: str, p: dict[str, Any]) -> tuple[str, list[str]
     return f"Approval {kind.removeprefix('approval.')}{_by(p)}", []
 
 
+def _reload(p: dict[str, Any]) -> tuple[str, list[str]]:
+    """A ``config.reloaded`` (bot.config_reload): what changed, or why it was refused."""
+    by = f" (asked by {text_of(p.get('by'))})" if p.get("by") else ""
+    trigger = text_of(p.get("trigger")) or "a reload"
+    if p.get("ok"):
+        lists = {k: p.get(k) for k in ("added", "removed", "changed")}
+        parts = [
+            f"{k} {', '.join(map(text_of, v))}"
+            for k, v in lists.items()
+            if isinstance(v, list) and v
+        ]
+        return f"Configuration reloaded on {trigger}{by}", ["; ".join(parts)]
+    errors = p.get("errors")
+    lines = [text_of(e) for e in errors] if isinstance(errors, list) else []
+    count = p.get("error_count")
+    if isinstance(count, int) and count > len(lines):
+        lines.append(f"… and {count - len(lines)} more (orch's log has them all)")
+    headline = f"{text_of(p.get('file')) or 'projects.yml'} refused on {trigger}{by}"
+    return f"{headline}: orch keeps running the previous configuration", lines
+
+
 def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     """(headline, detail lines) for a thread entry: the event's story in words."""
     action = text_of(p.get("action") or p.get("action_id")) or "action"
@@ -388,6 +421,8 @@ def describe_event(kind: str, p: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         headline, details = describe_escalation(p)
     elif kind == "analysis.completed":
         headline, details = _analysis(p)
+    elif kind == "config.reloaded":
+        headline, details = _reload(p)
     else:
         headline = kind
         details = [f"{k}: {text_of(v)}" for k, v in sorted(p.items())]

@@ -111,4 +111,39 @@ def cross_problems(data: Any, builtin: Mapping[str, Any]) -> list[InitErrorDetai
                     "demo_secrets: true allows only loopback URLs (127.0.0.0/8, ::1, localhost)",
                     url,
                 )
+    out.extend(_dependency_cycles(projects, first))
+    return out
+
+
+def _dependency_cycles(projects: list[Any], first: Mapping[str, int]) -> list[InitErrorDetails]:
+    """Each ``depends_on`` cycle once, at the entry that closes it: a cycle has no root
+    cause to fold an outage into (agents.dependencies).  Unknown names and self-references
+    are reported above and skipped here.  Iterative, so a long chain cannot overflow."""
+    edges: dict[str, list[tuple[int, int, str]]] = {}  # name -> (project index, entry, dep)
+    for i, project in enumerate(projects):
+        name = _get(project, "name")
+        if isinstance(name, str) and first.get(name) == i:
+            deps = _strs(_get(project, "depends_on"))
+            edges[name] = [(i, j, d) for j, d in deps if d in first and d != name]
+    out: list[InitErrorDetails] = []
+    done: set[str] = set()
+    for start in sorted(edges):
+        if start in done:
+            continue
+        path = [start]  # the depth-first walk's current chain, and where each one stands
+        todo = [iter(edges.get(start, ()))]
+        while todo:
+            step = next(todo[-1], None)
+            if step is None:
+                done.add(path.pop())
+                todo.pop()
+                continue
+            i, j, dep = step
+            if dep in path:
+                cycle = " -> ".join([*path[path.index(dep) :], dep])
+                error = PydanticCustomError("config_rule", f"depends_on forms a cycle: {cycle}")
+                out.append({"type": error, "loc": ("projects", i, "depends_on", j), "input": dep})
+            elif dep not in done:
+                path.append(dep)
+                todo.append(iter(edges.get(dep, ())))
     return out

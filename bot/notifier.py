@@ -15,6 +15,9 @@ templates and queues writes (``storage.slack_store``); ``bot.slack_outbox`` send
   silenced project (it asks a human to decide) and is never folded into a storm.
 - Any other event with an ``incident_id`` (actions, analyses, escalations, suspensions):
   a line in the thread.
+- Shared dependencies (``bot.dependency_cards``): an outage folded into a dependency's
+  incident gets no card; the root's card lists it and the root's thread tells its story.
+  A project with ``depends_on`` that goes down gets its card only once its hold ends.
 - ``project.status_changed``, ``project.flapping``, ``metric.*`` (no incident_id): a line
   in the thread of each open incident of that project that already has a card, as probe
   evidence; not in the incident the event itself opens or ends (status and flapping: the
@@ -35,6 +38,8 @@ card is still edited, so it does not stay red.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -46,6 +51,7 @@ from agents.events import (
     APPROVAL_EXPIRED,
     APPROVAL_GRANTED,
     APPROVAL_REQUESTED,
+    CONFIG_RELOADED,
     ESCALATION_RAISED,
     EVENT_TYPES,
     INCIDENT_OPENED,
@@ -60,6 +66,7 @@ from agents.events import (
 from agents.incidents import down_fingerprint, metric_fingerprint
 from bot.cards import ApprovalView, IncidentCardView, TimelineEntry
 from bot.config import Config
+from bot.dependency_cards import DependencyCards, posts_own_card
 from bot.render import render_blocks
 from bot.storm import STORM_AFTER, STORM_WINDOW_S, incident_line
 from storage.autonomy_store import Approval
@@ -77,7 +84,7 @@ APPROVAL_TYPES: Final = frozenset(
     {APPROVAL_REQUESTED, APPROVAL_GRANTED, APPROVAL_DENIED, APPROVAL_EXPIRED}
 )
 # Events never about an incident: not worth a delivery.
-IGNORED: Final = frozenset({"silence.created", "silence.ended", "config.reloaded", "digest.posted"})
+IGNORED: Final = frozenset({"silence.created", "silence.ended", "digest.posted"})
 _LOOKUP_LIMIT: Final = 200  # newest incidents of a project searched for an event's incident
 
 
@@ -121,6 +128,7 @@ class SlackNotifier:
         self._storm_after = storm_after
         self._storm_window_s = storm_window_s
         self._unrouted: set[str] = set()
+        self._deps = DependencyCards(store, config, self._channel, is_silenced)
 
     def register(self, bus: EventBus) -> None:
         bus.subscribe(ROLE, self.handle, types=sorted(EVENT_TYPES - IGNORED))
@@ -129,6 +137,9 @@ class SlackNotifier:
         project = event.project
         if event.type == ESCALATION_RAISED and event.incident_id is None:
             await self._standalone_escalation(event)
+            return
+        if event.type == CONFIG_RELOADED:
+            await self._config_refused(event)
             return
         if project is None or event.type in IGNORED:
             return
@@ -181,6 +192,32 @@ class SlackNotifier:
         if messages and await self._store.slack_enqueue(messages, storm_after=0):
             self._wake()
 
+    async def _config_refused(self, event: Event) -> None:
+        """A projects.yml that orch refused to load (``bot.config_reload``): told in the
+        channel of every group the refusing process runs.  A reload that worked is in the
+        log and the event stream only.  Keyed by the problems and the day, so replicas
+        refusing the same file at once post it once per channel."""
+        payload = event.payload
+        groups = payload.get("groups")
+        if payload.get("ok") or not isinstance(groups, list):
+            return
+        config = self._config()
+        channels = {config.orchestrators[g].channel for g in groups if g in config.orchestrators}
+        if not channels and self._default_channel:
+            channels = {self._default_channel}
+        problems = json.dumps(payload.get("errors"), sort_keys=True).encode()
+        digest = hashlib.sha256(problems).hexdigest()[:16]
+        message = render_blocks("timeline_line.json.j2", entry=TimelineEntry.from_event(event))
+        messages = [
+            NewSlackMessage(
+                channel, "post_card", card_key(key), {"message": message}, key, event.ts
+            )
+            for channel in sorted(channels)
+            for key in [f"config-refused:{digest}:{event.ts:%Y-%m-%d}:{channel}"]
+        ]
+        if messages and await self._store.slack_enqueue(messages, storm_after=0):
+            self._wake()
+
     # -- what to queue -------------------------------------------------------------------
     async def _for_incident_event(self, event: Event, channel: str) -> list[NewSlackMessage]:
         incident = await self._incident(event)
@@ -190,17 +227,23 @@ class SlackNotifier:
             return []
         silenced = self._is_silenced(incident.project)
         card = await self._store.slack_card(incident.id)
+        # Shared dependencies (bot.dependency_cards): a folded outage has no card of its
+        # own; its story goes to its root's card and thread.
         messages: list[NewSlackMessage] = []
+        if incident.caused_by is not None or posts_own_card(event):
+            messages = await self._deps.messages(event, incident, card, self._update_card)
+        if incident.caused_by is not None or self._deps.held(incident, card, event):
+            return messages
         if card is None:
             if silenced:
                 log.info("%s is silenced: no card for incident %s", incident.project, incident.id)
-                return []
+                return messages
             # Rendered from the incident as stored now, so a card queued late is current.
-            messages.append(self._post_card(incident, event, channel))
+            messages.append(await self._post_card(incident, event, channel))
         elif event.type in (INCIDENT_UPDATED, INCIDENT_RESOLVED):
             count = await self._store.slack_thread_count(incident.id) + (not silenced)
-            messages.append(self._update_card(incident, event, channel, count))
-        if event.type != INCIDENT_OPENED and not silenced:
+            messages.append(await self._update_card(incident, event, channel, count))
+        if event.type != INCIDENT_OPENED and not silenced and not posts_own_card(event):
             messages.append(self._reply(event, incident, card, channel))
         return messages
 
@@ -275,17 +318,20 @@ class SlackNotifier:
         return messages
 
     # -- rendering -------------------------------------------------------------------------
-    def _post_card(self, incident: Incident, event: Event, channel: str) -> NewSlackMessage:
-        view = self._card_view(incident, timeline_len=0, mention=True)
+    async def _post_card(self, incident: Incident, event: Event, channel: str) -> NewSlackMessage:
+        extras = await self._deps.card_extras(incident)
+        view = replace(self._card_view(incident, timeline_len=0, mention=True), **extras)
         payload = {"message": render_blocks("incident_card.json.j2", card=view)}
         payload["line"] = incident_line(incident)
         return self._message(channel, "post_card", card_key(incident.id), payload, incident, event)
 
-    def _update_card(
+    async def _update_card(
         self, incident: Incident, event: Event, channel: str, timeline_len: int
     ) -> NewSlackMessage:
         # An edit does not mention on-call again: the first post did.
+        extras = await self._deps.card_extras(incident)
         view = self._card_view(incident, timeline_len=timeline_len, mention=False)
+        view = replace(view, **extras)
         payload = {"message": render_blocks("incident_card.json.j2", card=view)}
         key = f"{event.id}:update:{incident.id}"
         return self._message(channel, "update_card", key, payload, incident, event)

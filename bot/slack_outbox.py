@@ -39,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from collections import Counter
+from typing import Any, Final
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 # How many times (about a second apart) a card waits for the card whose thread it joins.
 PARENT_WAITS = 10
+# An update_card row whose payload carries this key may be skipped when a newer edit of
+# the same card is queued behind it (bot.dependency_cards marks the root's edits so).
+SUPERSEDABLE: Final = "supersedable"
 
 
 class SlackOutbox:
@@ -109,6 +113,8 @@ class SlackOutbox:
         self._auth_failures = 0
         self._problems: dict[str, str] = {}  # channel -> what is wrong there now
         self.stats = {"sent": 0, "deferred": 0, "failed": 0, "folded": 0}
+        # Failed Web API calls by ``Failure.kind`` (rate_limited = 429), for telemetry.
+        self.api_errors: Counter[str] = Counter()
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -273,6 +279,9 @@ class SlackOutbox:
             if card.folded:  # the storm message is its card; it shows no state to edit
                 await self._done(row, "folded", f"folded into storm {card.storm_id}")
                 return None
+            if row.payload.get(SUPERSEDABLE) and await self._superseded(row):
+                await self._done(row, "folded", "superseded by a newer edit of its card")
+                return None
             response = await self._api.chat_update(channel=card.channel, ts=card.ts, **message)
         else:
             response = await self._api.chat_postMessage(
@@ -297,6 +306,14 @@ class SlackOutbox:
             # else: the incident's card never went out; the channel is better than nothing
         return (await self._api.chat_postMessage(channel=channel, **message)).data  # type: ignore[return-value]
 
+    async def _superseded(self, row: SlackOutboxRow) -> bool:
+        """A newer edit of the same card waits behind ``row``: it shows at least as much
+        (rendered later), so ``row`` need not be sent (20 dependents folding into one
+        card in a burst cost one or two edits, not twenty seconds of the channel)."""
+        pending = await self._store.slack_rows(channel=row.channel, state="pending")
+        return any(r.kind == "update_card" and r.incident_id == row.incident_id
+                   and r.id > row.id for r in pending)  # fmt: skip
+
     async def _done(self, row: SlackOutboxRow, state: str, error: str) -> None:
         await self._store.slack_mark_done(row.id, self.owner, state=state, error=error)
         self.stats[state] += 1
@@ -305,6 +322,7 @@ class SlackOutbox:
 
     async def _failed(self, row: SlackOutboxRow, failure: Failure) -> None:
         kind = failure.kind
+        self.api_errors[kind] += 1
         if kind == "unknown":
             kind = "message" if row.attempts + 1 >= self._max_attempts else "transient"
         if kind == "message":

@@ -143,7 +143,7 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[Event]) -> No
 
 INCIDENT_COLUMNS = (
     "id, fingerprint, project, condition, severity, summary, state, "
-    "opened_at, resolved_at, duration_s"
+    "opened_at, resolved_at, duration_s, caused_by"
 )
 
 
@@ -187,8 +187,8 @@ class SQL:
     )
     open_incident = (
         "INSERT INTO incidents"
-        " (id, fingerprint, project, condition, severity, summary, state, opened_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)"
+        " (id, fingerprint, project, condition, severity, summary, state, opened_at,"
+        " caused_by) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)"
         # The target names the partial index, so an id collision still raises.  A racing
         # open waits for the other transaction and, once it commits, does nothing.
         " ON CONFLICT (fingerprint) WHERE state = 'open' DO NOTHING"

@@ -51,7 +51,7 @@ def open_incident_params(incident: Incident, encode: Callable[[datetime], Any]) 
         raise ValueError("open_incident takes an open incident (state='open', unresolved)")
     i = incident
     return (i.id, i.fingerprint, i.project, i.condition, i.severity, i.summary,
-            encode(i.opened_at))  # fmt: skip
+            encode(i.opened_at), i.caused_by)  # fmt: skip
 
 
 # -- the store's core records ----------------------------------------------------------
@@ -76,7 +76,8 @@ def event_from_row(row: Any, t: TimeCodec) -> Event:
 
 
 def incident_from_row(row: Any, t: TimeCodec) -> Incident:
-    (id_, fingerprint, project, condition, severity, summary, state, opened, resolved, dur) = row
+    (id_, fingerprint, project, condition, severity, summary, state, opened, resolved, dur,
+     caused_by) = row  # fmt: skip
     return Incident(
         id=id_,
         fingerprint=fingerprint,
@@ -88,6 +89,7 @@ def incident_from_row(row: Any, t: TimeCodec) -> Incident:
         state=state,
         resolved_at=t.decode_opt(resolved),
         duration_s=dur,
+        caused_by=caused_by,
     )
 
 

@@ -79,7 +79,7 @@ def event_row(e: Event) -> tuple[Any, ...]:
 
 INCIDENT_COLUMNS = (
     "id, fingerprint, project, condition, severity, summary, state, "
-    "opened_at_us, resolved_at_us, duration_s"
+    "opened_at_us, resolved_at_us, duration_s, caused_by"
 )
 
 
@@ -120,8 +120,8 @@ class SQL:
     )
     open_incident = (
         "INSERT INTO incidents"
-        " (id, fingerprint, project, condition, severity, summary, state, opened_at_us)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'open', ?)"
+        " (id, fingerprint, project, condition, severity, summary, state, opened_at_us,"
+        " caused_by) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?)"
         # The target names the partial index, so an id collision still raises.
         " ON CONFLICT (fingerprint) WHERE state = 'open' DO NOTHING"
         f" RETURNING {INCIDENT_COLUMNS}"

@@ -118,6 +118,25 @@ async def test_paced_one_message_per_second_per_channel() -> None:
         assert await r.pending() == 0 and r.outbox.health() == "ok"
 
 
+async def test_a_supersedable_edit_is_skipped_for_a_newer_edit_of_its_card() -> None:
+    def edit(incident: str, n: int, **marks: Any) -> NewSlackMessage:
+        payload = {"message": {"text": f"edit {incident} {n}"}, **marks}
+        return NewSlackMessage("#a", "update_card", f"e{n}:update:{incident}", payload, incident)
+
+    async with rig() as r:
+        await r.store.slack_enqueue([card("i1"), card("i2")])
+        # Three edits of i1 in a burst (dependents folding into it), and two plain edits.
+        await r.store.slack_enqueue(
+            [edit("i1", n, supersedable=True) for n in (1, 2, 3)] + [edit("i2", 4), edit("i2", 5)]
+        )
+        await r.advance(6)
+        # Only i1's newest edit went out; plain edits are never skipped.
+        assert r.posted() == ["card i1", "card i2", "edit i1 3", "edit i2 4", "edit i2 5"]
+        skipped = await r.store.slack_rows(state="folded")
+        assert [row.payload["message"]["text"] for row in skipped] == ["edit i1 1", "edit i1 2"]
+        assert await r.pending() == 0
+
+
 async def test_429_retry_after_holds_back_that_channel_only() -> None:
     async with rig() as r:
         r.fail(status=429, retry_after=3)

@@ -20,6 +20,7 @@ from agents.claude_advisor import PromptView
 from agents.events import EVENT_TYPES, Event
 from bot.blockkit import BlockKitError, check_message, check_view, slack_len, validate_message
 from bot.cards import (
+    AffectedProject,
     ApprovalView,
     ErrorView,
     HelpView,
@@ -147,6 +148,13 @@ def samples() -> dict[str, list[dict[str, Any]]]:
         IncidentCardView.from_incident(incident(), project_status="down", oncall_id=ONCALL),
         IncidentCardView.from_incident(incident(severity="warning"), timeline_len=1),
         IncidentCardView.from_incident(resolved, project_status="healthy", timeline_len=7),
+        # Shared dependencies: 40 outages folded into this one (30 named, then a count),
+        # and a card of an outage that was folded after it was posted.
+        dataclasses.replace(
+            IncidentCardView.from_incident(incident(), project_status="down"),
+            also_affected=tuple(AffectedProject(f"app-{i:02}", i % 2 == 0) for i in range(40)),
+        ),
+        dataclasses.replace(IncidentCardView.from_incident(incident()), folded_into="db"),
     ]
     lines = [IncidentLine.from_incident(incident(project=f"p{i}")) for i in range(3)]
     approvals = [approval(s) for s in ("pending", "granted", "denied", "expired")]
@@ -350,7 +358,9 @@ def test_approval_buttons_carry_only_the_opaque_id() -> None:
 
 
 def test_incident_card_states() -> None:
-    opened, warning, resolved = (c["card"] for c in samples()["incident_card.json.j2"])
+    opened, warning, resolved, root, folded = (
+        c["card"] for c in samples()["incident_card.json.j2"]
+    )
     red = render_blocks("incident_card.json.j2", card=opened)
     assert red["attachments"][0]["color"] == "#E01E5A"
     assert "<!subteam^S0ONCALL>" in red["blocks"][0]["text"]["text"]
@@ -361,6 +371,12 @@ def test_incident_card_states() -> None:
     assert green["attachments"][0]["color"] == "#2EB67D"
     assert "down for *4m 12s*" in green["blocks"][0]["text"]["text"]
     assert resolved.oncall_id is None
+    # Shared dependencies: a root names what is folded into it, a folded card says where.
+    listed = render_blocks("incident_card.json.j2", card=root)["blocks"][1]["text"]["text"]
+    assert listed.startswith("*Also affected* (40, depending on email-blast): app-00 ✅, app-01,")
+    assert listed.endswith("app-29 and 10 more")
+    moved = str(render_blocks("incident_card.json.j2", card=folded)["blocks"])
+    assert "Folded into *db*'s incident" in moved
 
 
 def test_incident_card_with_10kb_summary_fits() -> None:
