@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import GenerationMode
 
 from agents.clock import FakeClock
@@ -101,6 +101,9 @@ def test_no_generated_request_gets_a_500_or_an_undocumented_answer(served: Serve
         @settings(max_examples=EXAMPLES * 2, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         def run(case: Any) -> None:
+            # A query value [] is not sent at all (requests drops it), so a negative case
+            # whose only flaw is such a parameter (e.g. {"": []}) arrives valid: skip it.
+            assume(not any(v == [] for v in (case.query or {}).values()))
             response = case.call_and_validate(base_url=served.url, session=session,
                                               headers=served.headers)  # fmt: skip
             seen[response.status_code] = seen.get(response.status_code, 0) + 1

@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright
 for Python; ``.ci/run`` installs it when missing): the real Runtime on SQLite against the
 simulated fleet over real HTTP, the API in local mode.  A crash turns a tile red without a
-reload; Approve in the page runs the waiting restart.  The screenshot is kept as
+reload; Approve in the page runs the waiting restart; tiles show the hourly uptime sparkline,
+latency and an anomaly's chip.  The screenshot is kept as
 ``artifacts/dashboard.png``."""
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
              "support": {"channel": "#support", "projects": ["chatbot"]}}  # fmt: skip
     # Auto-fix off: the crashed service stays down until someone acts.
     remediation = {**FAST["remediation"], "auto_fix": False}
-    config = acting_config(fleet, NAMES, orchestrators=group,
-                           defaults={**FAST, "remediation": remediation})  # fmt: skip
+    # Metrics every probe: an anomaly needs three samples over its threshold.
+    defaults = {**FAST, "remediation": remediation, "scrape_interval": "1s"}
+    config = acting_config(fleet, NAMES, orchestrators=group, defaults=defaults)
     # orch's own web app, as `orch run` / `make demo` serve it (dashboard + API, local mode).
     runtime = Runtime(settings, config, options=RuntimeOptions(lease_ttl_s=3))
     await runtime.start()
@@ -95,6 +97,12 @@ async def test_a_crash_turns_its_tile_red_live_and_approve_runs_the_restart(
             await expect(page.locator("#live")).to_have_attribute("data-live", "on")
             tile = page.locator('.tile[data-project="email-blast"]')
             await expect(tile).to_have_attribute("data-status", "healthy", timeout=15_000)
+            # The 24 h sparkline: this hour's bar (the others have no probe yet), green.
+            await expect(tile.locator("svg.spark rect.ok")).to_have_count(1)
+            await expect(tile.locator(".latency")).to_contain_text(" ms")
+            # Agent activity comes from the store (GET /agents), the monitor's included.
+            await expect(page.locator('#agents li[data-source="health-monitor"]')
+                         ).to_contain_text("/min")  # fmt: skip
             navigations: list[str] = []
             page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
@@ -123,6 +131,10 @@ async def test_a_crash_turns_its_tile_red_live_and_approve_runs_the_restart(
             await eventually(restarted, "the approved restart ran", timeout=20)
             await expect(page.locator(f'#approvals li[data-approval="{asked.approval.id}"]')
                          ).to_have_count(0)  # fmt: skip
+            # An error spike puts error_rate over its threshold: a chip on chatbot's tile.
+            await world.fleet.inject("chatbot", "error_spike")
+            chip = page.locator('.tile[data-project="chatbot"] .chip')
+            await expect(chip).to_have_text("error_rate", timeout=20_000)
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
             phone = await browser.new_page(viewport={"width": 390, "height": 844})

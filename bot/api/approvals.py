@@ -22,8 +22,10 @@ from aiohttp import web
 
 from agents.approving import Refusal, decide, is_approval_id, note, preflight, refuse
 from bot.api import shapes
+from bot.api.auth import Principal
 from bot.api.context import ApiContext, Call, configured
 from bot.api.errors import ApiError, json_response
+from bot.config import Config, Project
 from storage.autonomy_store import Approval, Decision, DecisionResult
 
 SOURCE: Final = "api"
@@ -39,7 +41,14 @@ async def list_approvals(api: ApiContext, call: Call) -> web.StreamResponse:
     limit, offset = q["limit"], q["offset"]
     rows = await api.store.pending_approvals(project)
     page = rows[offset : offset + limit]
-    items = [shapes.approval(a) for a in page]
+    config = api.config()
+    items = []
+    for a in page:
+        # What the caller may do, by the very checks a decision makes: the page hides the
+        # buttons of the approvals it may not decide (the server refuses those anyway).
+        refusal = await _may_decide(api, config, call.who, a)
+        items.append({**shapes.approval(a), "can_decide": refusal is None,
+                      "why_not": None if refusal is None else refusal.why})  # fmt: skip
     more = len(rows) > offset + limit
     return json_response({"items": items, "page": shapes.page(limit, offset, more)})
 
@@ -77,22 +86,43 @@ async def _decide(api: ApiContext, call: Call, decision: Decision) -> web.Stream
         raise ApiError(409, checked.outcome, f"{checked.why}; nothing was decided",
                        details={"approval": shapes.approval(approval)})  # fmt: skip
     project = checked
-    if not who.local:
-        if slack_user is None:
-            why = f"{who.name} is not mapped to a Slack user (api_users), so it may only read"
-            await refused(approval, "not_mapped", why)
-            raise ApiError(403, "not_an_approver", why)
-        verdict = await api.approvers.check(config, project, slack_user)
-        if not verdict.allowed:
-            why = f"{who.name} ({slack_user}) is {verdict.explain(project.name)}"
-            await refused(approval, verdict.why, why)
-            raise ApiError(403, "not_an_approver", why)
+    denied = await authorise(api, config, who, project)
+    if denied is not None:
+        await refused(approval, denied.outcome, denied.why)
+        raise ApiError(403, "not_an_approver", denied.why)
     result = await decide(store, approval, decision, actor, four_eyes=project.policy.four_eyes,
                           actor_kind=kind, source=SOURCE)  # fmt: skip
     if reason:
         await note(store, actor, kind, decision, result, reason, extra=extra)
     api.wake()  # the decision's event goes out now: an approved action runs at once
     return _answer(result, decision, actor)
+
+
+async def authorise(
+    api: ApiContext, config: Config, who: Principal, project: Project
+) -> Refusal | None:
+    """None when ``who`` may decide ``project``'s approvals, else why not: the local
+    operator may; an API user must be mapped (``api_users``) to a Slack approver of the
+    project's group, as for a Slack click (``bot.slack.approvers``)."""
+    if who.local:
+        return None
+    slack_user = config.api_users.get(who.name)
+    if slack_user is None:
+        why = f"{who.name} is not mapped to a Slack user (api_users), so it may only read"
+        return Refusal("not_mapped", why)
+    verdict = await api.approvers.check(config, project, slack_user)
+    if verdict.allowed:
+        return None
+    return Refusal(verdict.why, f"{who.name} ({slack_user}) is {verdict.explain(project.name)}")
+
+
+async def _may_decide(
+    api: ApiContext, config: Config, who: Principal, approval: Approval
+) -> Refusal | None:
+    checked = preflight(config, approval, "denied")  # deny: possible whatever is allowed
+    if isinstance(checked, Refusal):
+        return checked
+    return await authorise(api, config, who, checked)
 
 
 def _answer(result: DecisionResult, decision: Decision, actor: str) -> web.StreamResponse:

@@ -7,11 +7,21 @@ from typing import Final
 
 from aiohttp import web
 
-from bot.api import approvals, incidents, projects
+from bot.api import agents, approvals, incidents, projects
 from bot.api.context import ApiContext, Call, Endpoint
 from bot.api.errors import json_response
 from bot.api.openapi import document
-from bot.api.params import INCIDENT, OFFSET, PROJECT, SINCE, STATE, TYPES, WINDOW, limit
+from bot.api.params import (
+    INCIDENT,
+    MINUTES,
+    OFFSET,
+    PROJECT,
+    SINCE,
+    STATE,
+    TYPES,
+    WINDOW,
+    limit,
+)
 
 
 async def openapi_json(api: ApiContext, call: Call) -> web.StreamResponse:
@@ -20,8 +30,8 @@ async def openapi_json(api: ApiContext, call: Call) -> web.StreamResponse:
 
 ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     Endpoint("GET", "/projects", projects.list_projects, "listProjects",
-             "The configured projects, with status, 24 h uptime and open incidents.",
-             "projects", "ProjectList"),
+             "The configured projects, with status, latency, 24 h uptime (hour by hour too),"
+             " current anomalies and open incidents.", "projects", "ProjectList"),
     Endpoint("GET", "/projects/{name}", projects.get_project, "getProject",
              "One project: its summary, thresholds, open incidents, silence and suspension.",
              "projects", "ProjectDetail", errors=(404,)),
@@ -44,7 +54,8 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
              "Actions asked for, newest first, with their execution state.", "actions",
              "ActionList", query=(PROJECT, limit(50, 500), OFFSET), errors=(404,)),
     Endpoint("GET", "/approvals", approvals.list_approvals, "listApprovals",
-             "Approvals waiting for a decision, oldest first.", "approvals", "ApprovalList",
+             "Approvals waiting for a decision, oldest first, with whether the caller may"
+             " decide each.", "approvals", "PendingApprovalList",
              query=(PROJECT, limit(100, 500), OFFSET), errors=(404,)),
     Endpoint("POST", "/approvals/{id}/approve", approvals.approve, "approve",
              "Approve: the same compare-and-set and audit as a Slack click.", "approvals",
@@ -56,6 +67,12 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
              "An incident's analyses (Claude's or the rule engine's), newest first.",
              "incidents", "AnalysisList", query=(INCIDENT, limit(50, 500), OFFSET),
              errors=(404,)),
+    Endpoint("GET", "/agents", agents.list_agents, "listAgents",
+             "Each agent's events over the last minutes (every replica's), suspended"
+             " remediations and the last run of each scheduled job.", "agents", "AgentActivity",
+             query=(MINUTES,)),
+    Endpoint("GET", "/me", agents.me, "getMe",
+             "Who the caller is, and whether it may decide approvals at all.", "meta", "Me"),
     Endpoint("GET", "/openapi.json", openapi_json, "getOpenApi", "This document.", "meta",
              "OpenApi", public=True),
 )  # fmt: skip

@@ -133,6 +133,11 @@ WINDOW: Final = QueryParam(
     "window", {"type": "string", "enum": list(WINDOWS), "default": "24h"}, _choice(list(WINDOWS)),
     "How far back: 24h, 7d or 30d.", default="24h",
 )  # fmt: skip
+MINUTES: Final = QueryParam(
+    "minutes", {"type": "integer", "minimum": 1, "maximum": 1440, "default": 15},
+    _integer(1, 1440), "The window events are counted over, in minutes (1 to 1440).",
+    default=15,
+)  # fmt: skip
 INCIDENT: Final = QueryParam(
     "incident", {"type": "string", "minLength": 1, "maxLength": 64}, _id,
     "The incident's id.", required=True,

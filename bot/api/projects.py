@@ -21,6 +21,9 @@ from storage.base import Store
 DAY: Final = timedelta(hours=24)
 # At most this many open incidents are counted (far more than any fleet has open).
 OPEN_LIMIT: Final = 10_000
+# The sparkline's hours: the current one and the 23 before it.
+SPARK_HOURS: Final = 24
+METRIC_PREFIX: Final = "metric:"
 # Status changes shown in a history window, the newest.
 TRANSITIONS_LIMIT: Final = 5_000
 
@@ -79,6 +82,7 @@ async def project_history(api: ApiContext, call: Call) -> web.StreamResponse:
 
 
 async def _summaries(api: ApiContext, config: Config, projects: list[Project]) -> list[shapes.Json]:
+    """Each project's summary: a fixed number of store calls for the whole fleet."""
     names = [p.name for p in projects]
     if not names:
         return []
@@ -86,13 +90,24 @@ async def _summaries(api: ApiContext, config: Config, projects: list[Project]) -
     now = api.clock.now()
     statuses = await store.announced_statuses(names)
     uptime = await store.uptime(names, now - DAY, now)
+    first_hour = _hour(now) - timedelta(hours=SPARK_HOURS - 1)
+    hourly = await store.uptime_hours(names, first_hour, now)
+    probes = await store.last_probes(names)
     open_ = await store.list_incidents(open_only=True, limit=OPEN_LIMIT)
     counts = Counter(i.project for i in open_)
+    # Metrics over a threshold now: the open metric:<name> incidents (the incidents agent
+    # opens one at metric.anomaly and resolves it at metric.recovered).
+    anomalies: dict[str, list[shapes.Json]] = {}
+    for i in sorted(open_, key=lambda i: i.condition):
+        if i.condition.startswith(METRIC_PREFIX):
+            anomalies.setdefault(i.project, []).append(shapes.anomaly(i))
     silences = {s.project: s for s in await store.active_silences()}
     return [
         shapes.project(p, config, status=status(statuses.get(p.name)),
                        uptime=uptime.get(p.name), open_incidents=counts[p.name],
-                       silence=silences.get(p.name))
+                       silence=silences.get(p.name), last_probe=probes.get(p.name),
+                       anomalies=anomalies.get(p.name, []),
+                       hourly=(first_hour, hourly.get(p.name, [])))
         for p in projects
     ]  # fmt: skip
 

@@ -55,6 +55,17 @@ _PROJECT: Final[dict[str, Schema]] = {
     "uptime_24h": nullable({**NUMBER, "minimum": 0, "maximum": 100,
                             "description": "Percent over the last 24 hours; null: no probe."}),
     "open_incidents": COUNT,
+    "uptime_hourly": obj({
+        "first_hour": INSTANT,
+        "percent": {"type": "array", "items": nullable({**NUMBER, "minimum": 0, "maximum": 100}),
+                    "description": "Uptime % of each hour from first_hour on, the current"
+                    " (partial) hour last; null: no probe in that hour."},
+    }),
+    "latency_ms": nullable({**NUMBER, "description": "The last probe's latency; null when it"
+                            " failed (a timeout says nothing of the service's speed)."}),
+    "last_probe_at": nullable(INSTANT),
+    "anomalies": {"type": "array", "items": ref("Anomaly"),
+                  "description": "Metrics over a threshold now (open metric incidents)."},
     "silenced_until": nullable(INSTANT),
     "auto_fix": {"type": "boolean"},
     "allowed_actions": {"type": "array", "items": {"type": "string", "enum": ACTIONS}},
@@ -75,9 +86,22 @@ _INCIDENT: Final[dict[str, Schema]] = {
     "opened_at": INSTANT,
     "resolved_at": nullable(INSTANT),
     "duration_s": nullable(NUMBER),
+    "caused_by": {
+        **nullable(STRING),
+        "description": "the id of the incident of a dependency"
+        " this outage is folded into (depends_on), or null",
+    },
     "acked_by": nullable(STRING),
     "acked_at": nullable(INSTANT),
 }
+
+_APPROVAL: Final[dict[str, Schema]] = {
+    "id": STRING, "action_id": STRING, "project": STRING, "action": STRING,
+    "requested_by": STRING, "reason": STRING,
+    "state": {"type": "string", "enum": ["pending", "granted", "denied", "expired"]},
+    "expires_at": INSTANT, "created_at": INSTANT, "decided_by": nullable(STRING),
+    "decided_at": nullable(INSTANT),
+}  # fmt: skip
 
 _THRESHOLD: Final = obj({"warn": nullable(NUMBER), "crit": nullable(NUMBER),
                          "direction": {"type": "string", "enum": ["above", "below"]}})  # fmt: skip
@@ -145,14 +169,34 @@ SCHEMAS: Final[dict[str, Schema]] = {
         "started_at": nullable(INSTANT), "finished_at": nullable(INSTANT),
     }),
     "ActionList": items_of("Action"),
-    "Approval": obj({
-        "id": STRING, "action_id": STRING, "project": STRING, "action": STRING,
-        "requested_by": STRING, "reason": STRING,
-        "state": {"type": "string", "enum": ["pending", "granted", "denied", "expired"]},
-        "expires_at": INSTANT, "created_at": INSTANT, "decided_by": nullable(STRING),
-        "decided_at": nullable(INSTANT),
+    "Approval": obj(_APPROVAL),
+    "PendingApproval": obj({
+        **_APPROVAL,
+        "can_decide": {"type": "boolean",
+                       "description": "Whether the caller may approve or deny it (four-eyes"
+                       " is checked when deciding)."},
+        "why_not": nullable({**STRING, "description": "Why the caller may not decide it."}),
     }),
-    "ApprovalList": items_of("Approval"),
+    "PendingApprovalList": items_of("PendingApproval"),
+    "Anomaly": obj({"metric": STRING, "severity": STRING, "summary": STRING,
+                    "since": INSTANT}),
+    "AgentActivity": obj({
+        "since": INSTANT, "until": INSTANT, "minutes": COUNT,
+        "agents": {"type": "array", "items": obj({
+            "source": {**STRING, "description": "The events' source: an agent, api, slack…"},
+            "agent": {"type": "boolean", "description": "One of orch's agents."},
+            "events": COUNT, "per_minute": NUMBER, "last_at": nullable(INSTANT),
+        })},
+        "suspended": {"type": "array", "items": obj({
+            "project": STRING, "reason": STRING, "by": STRING, "since": INSTANT,
+            "until": nullable(INSTANT)})},
+        "jobs": {"type": "array", "items": obj({"job": STRING, "last_run_at": INSTANT})},
+    }),
+    "Me": obj({
+        "user": STRING, "mode": {"type": "string", "enum": ["local", "token"]},
+        "local": {"type": "boolean"}, "slack_user": nullable(STRING),
+        "may_decide": {"type": "boolean"},
+    }),
     "Analysis": obj({
         "id": STRING, "created_at": INSTANT, "incident_id": STRING, "project": STRING,
         "engine": {"type": "string", "enum": ["claude", "rules"]}, "diagnosis": STRING,

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from agents.events import Event
 from bot.api.params import MAX_OFFSET
 from bot.config import Config, Project
+from storage.activity_store import LastProbe
 from storage.autonomy_store import Approval
 from storage.base import Incident, MetricHour, ProbeHour
 from storage.budget_store import Analysis, Suspension
@@ -39,20 +40,34 @@ def display_url(url: str) -> str:
 
 def project(
     p: Project, config: Config, *, status: str, uptime: float | None, open_incidents: int,
-    silence: Silence | None,
+    silence: Silence | None, last_probe: LastProbe | None, anomalies: list[Json],
+    hourly: tuple[datetime, list[tuple[datetime, float | None]]],
 ) -> Json:  # fmt: skip
     group = config.orchestrators.get(p.orchestrator or "")
+    first_hour, points = hourly
     return {
         "name": p.name, "kind": p.kind, "url": display_url(p.url),
         "group": p.orchestrator if group is not None else None,
         "channel": group.channel if group is not None else None,
         "status": status, "uptime_24h": uptime, "open_incidents": open_incidents,
+        "uptime_hourly": {"first_hour": iso(first_hour),
+                          "percent": [None if u is None else round(u, 3) for _, u in points]},
+        # A failed probe's latency (a timeout, a refused connection) says nothing of speed.
+        "latency_ms": last_probe.latency_ms if last_probe and last_probe.level != "fail" else None,
+        "last_probe_at": iso(last_probe.ts) if last_probe is not None else None,
+        "anomalies": anomalies,
         "silenced_until": iso(silence.ends_at) if silence is not None else None,
         "auto_fix": p.policy.auto_fix,
         "allowed_actions": list(p.allowed_actions), "needs_approval": list(p.needs_approval),
         "depends_on": list(p.depends_on),
         "interval_s": p.interval, "timeout_s": p.timeout,
     }  # fmt: skip
+
+
+def anomaly(i: Incident) -> Json:
+    """An open ``metric:<name>`` incident, as a tile's chip."""
+    return {"metric": i.condition.partition(":")[2], "severity": i.severity,
+            "summary": i.summary, "since": iso(i.opened_at)}  # fmt: skip
 
 
 def thresholds(p: Project) -> Json:
@@ -80,7 +95,7 @@ def incident(i: Incident, ack: IncidentAck | None) -> Json:
         "id": i.id, "fingerprint": i.fingerprint, "project": i.project,
         "condition": i.condition, "severity": i.severity, "summary": i.summary,
         "state": i.state, "opened_at": iso(i.opened_at), "resolved_at": iso(i.resolved_at),
-        "duration_s": i.duration_s,
+        "duration_s": i.duration_s, "caused_by": i.caused_by,
         "acked_by": ack.acked_by if ack else None, "acked_at": iso(ack.acked_at) if ack else None,
     }  # fmt: skip
 
