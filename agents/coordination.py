@@ -79,9 +79,12 @@ class LeaseKeeper:
         clock: Clock | None = None,
         on_change: OnChange | None = None,
         prefix: str = "",
+        pool: str = "",
     ) -> None:
         """``names`` are what the fleet shares (project names); in the store each lease is
-        called ``prefix + name``, so other kinds of lease can live beside them."""
+        called ``prefix + name``, so other kinds of lease can live beside them.  ``pool``:
+        the fair share counts only live replicas whose id starts with it (the processes
+        of one orchestrator group; "" counts every replica)."""
         self._store = store
         self.replica_id = replica_id
         self._names = frozenset(names)
@@ -90,6 +93,7 @@ class LeaseKeeper:
         self._clock = clock or SystemClock()
         self._on_change = on_change
         self._prefix = prefix
+        self._pool = pool
         self._lock = asyncio.Lock()  # one beat at a time, and never during stop
         self._task: asyncio.Task[None] | None = None
         self._valid_until: float | None = None  # local monotonic bound of held leases
@@ -151,7 +155,7 @@ class LeaseKeeper:
     async def _beat(self) -> None:
         store, me, ttl = self._store, self.replica_id, self._ttl
         sent = self._clock.monotonic()
-        live = await store.replica_heartbeat(me, ttl)
+        live = await store.replica_heartbeat(me, ttl, self._pool)
         renewed = self._strip(await store.renew_leases(me, ttl))
         # Renewed at db time >= ``sent``: locally they are safe for at least one ttl.
         self._valid_until = sent + ttl

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.cli_approvals import APPROVAL_COMMANDS, approvals_command
+from bot.cli_db import DB_COMMAND, add_db_parser, db_command
 from bot.settings import Settings
+from bot.telemetry.logs import configure_logging
 
 
 def _fault_arg(text: str) -> object:
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="only the orchestrator (the production shape)")
     with_config(run)
+    run.add_argument(
+        "--orchestrator",
+        metavar="NAME",
+        help="run only this orchestrator group's projects (one process per group)",
+    )
 
     check = sub.add_parser("check-config", help="validate projects.yml")
     check.add_argument("path", nargs="?", type=Path)
@@ -90,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--reason", default="", help="why, for the audit log")
         with_config(decide)
     sub.add_parser("approvals", help="list the approvals waiting for a decision")
+    add_db_parser(sub)
     return parser
 
 
@@ -103,10 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orch: {exc}", file=sys.stderr)
         return 2
     quiet = ("demo", "fleet", *APPROVAL_COMMANDS)
-    logging.basicConfig(
-        level=logging.WARNING if args.command in quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    configure_logging(  # ORCH_LOG_FORMAT=json: one redacted JSON object a line
+        logging.WARNING if args.command in quiet else logging.INFO, settings.log_format
     )
     if args.command == "check-config":
         from bot.check_config import run as check_config
@@ -118,10 +124,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"orch: {exc}", file=sys.stderr)
             return 1
-    from bot import commands
+    if args.command == DB_COMMAND:
+        return db_command(args, settings)
+    from bot import commands, event_loop
 
     try:
-        return asyncio.run(commands.dispatch(args, settings))
+        return event_loop.run(commands.dispatch(args, settings))  # uvloop where installed
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # a database that is down, a port already taken, …

@@ -11,7 +11,9 @@ from bot.api.auth import ApiSetupError, check_api_setup
 from bot.config import Config
 from bot.config_loader import ConfigError, load_config
 from bot.settings import Settings
-from bot.signals import stop_event_on_signals, wait_for_stop
+from bot.signals import reload_on_sighup, stop_event_on_signals, wait_for_any, wait_for_stop
+
+CONFIG_POLL_S = 2.0  # how often ``orch run`` looks whether projects.yml changed
 
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,7 +34,7 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             print(f"orch: {exc}", file=sys.stderr)
             return 2
     if args.command == "run":
-        return await run(settings, config)
+        return await run(settings, config, args.orchestrator)
     if args.command == "fleet":
         return await fleet(settings, config, args.fault, args.for_seconds)
     from bot.demo_runner import DemoOptions, run_demo
@@ -46,22 +48,33 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return await run_demo(settings, config, options)
 
 
-async def run(settings: Settings, config: Config) -> int:
-    from bot.runtime import Runtime
+async def run(settings: Settings, config: Config, orchestrator: str | None = None) -> int:
+    """Until SIGINT/SIGTERM (exit 0) or a restart asked over /control (exit 75, for the
+    supervisor to start orch again).  SIGHUP and changes to projects.yml reload it."""
+    from bot.orchestrator_scope import UnknownGroup
+    from bot.runtime import Runtime, RuntimeOptions
 
     stop = stop_event_on_signals()
-    runtime = Runtime(settings, config)
+    options = RuntimeOptions(orchestrator=orchestrator, watch_config_s=CONFIG_POLL_S)
+    try:
+        runtime = Runtime(settings, config, options=options)
+    except UnknownGroup as exc:
+        print(f"orch: {exc}", file=sys.stderr)
+        return 2
+    reload_on_sighup(lambda: runtime.live.reload("SIGHUP"))
     try:
         await runtime.start()
+        polled = runtime.scope.projects(config)
+        group = f" of orchestrator {orchestrator}" if orchestrator else ""
         print(
-            f"orch: watching {len(config.projects)} projects; /healthz on "
+            f"orch: watching {len(polled)} projects{group}; /healthz on "
             f"http://{settings.host}:{runtime.web.port if runtime.web else settings.port}",
             file=sys.stderr,
         )
-        await wait_for_stop(stop, None)
+        await wait_for_any(stop, runtime.live.exit_requested)
     finally:
         await runtime.stop()
-    return 0
+    return runtime.live.exit_code
 
 
 async def fleet(settings: Settings, config: Config, faults: list, for_seconds: float | None) -> int:

@@ -57,14 +57,17 @@ class DigestJob:
         *,
         wake: Callable[[], None] = lambda: None,
         stale_s: float = DIGEST_STALE_S,
+        groups: Callable[[], list[str]] | None = None,
     ) -> None:
-        """``wake``: the Slack outbox's, so the digest leaves at once."""
+        """``wake``: the Slack outbox's, so the digest leaves at once; ``groups``: the
+        groups this process posts for (default: every group of the config)."""
         self._store = store
         self._config = config
         self._clock = clock
         self._replica = replica_id
         self._wake = wake
         self._stale_s = stale_s
+        self._groups = groups or (lambda: sorted(config().orchestrators))
 
     async def run_group(self, group: str) -> bool:
         """Post ``group``'s digest if it is due and this replica wins it; True if so."""
@@ -88,7 +91,7 @@ class DigestJob:
     async def sweep(self) -> list[str]:
         """Every group's ``run_group`` (a missed time, a stale claim); the groups posted."""
         posted = []
-        for group in sorted(self._config().orchestrators):
+        for group in self._groups():
             try:
                 if await self.run_group(group):
                     posted.append(group)

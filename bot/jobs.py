@@ -124,13 +124,16 @@ class _Runtime(Protocol):
 
 
 class JobScheduler:
-    def __init__(self, runtime: _Runtime) -> None:
+    def __init__(self, runtime: _Runtime, groups: Callable[[], list[str]] | None = None) -> None:
+        """``groups``: the orchestrator groups whose digest this process posts (one group's
+        process: only its own; default: every group of the config)."""
         self._runtime = runtime
+        self._groups = groups or (lambda: sorted(runtime.config.orchestrators))
         self._scheduler: AsyncIOScheduler | None = None
         self.approvals = ApprovalExpiry(runtime.store, wake=runtime.relay.wake)
         self.digests = DigestJob(
             runtime.store, lambda: runtime.config, runtime.clock, runtime.replica_id,
-            wake=self._wake_slack,
+            wake=self._wake_slack, groups=self._groups,
         )  # fmt: skip
 
     def start(self) -> None:
@@ -139,8 +142,21 @@ class JobScheduler:
         self._every(self.retention, RETENTION_EVERY, "retention")
         self._every(self.buckets, BUCKETS_EVERY, "buckets")
         self._every(self.expire_approvals, APPROVAL_EXPIRY_EVERY, "approval-expiry", soon=False)
-        for group, orchestrator in self._runtime.config.orchestrators.items():
-            settings = orchestrator.digest
+        self.reschedule_digests()
+        self._every(self.digest_sweep, SWEEP_EVERY, "digest-sweep")
+        self._scheduler.start()
+
+    def reschedule_digests(self) -> None:
+        """One cron job per group's digest time, as the config says now (a reload may
+        have added, removed or moved a group's digest)."""
+        if self._scheduler is None:
+            return
+        for job in self._scheduler.get_jobs():
+            if job.id.startswith("digest:"):
+                job.remove()
+        config = self._runtime.config
+        for group in self._groups():
+            settings = config.orchestrators[group].digest
             if settings.enabled:
                 at = settings.at
                 when = CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.zone)
@@ -148,8 +164,6 @@ class JobScheduler:
                     self.digest, when, args=[group], id=f"digest:{group}", coalesce=True,
                     max_instances=1, misfire_grace_time=int(CATCH_UP.total_seconds()),
                 )  # fmt: skip
-        self._every(self.digest_sweep, SWEEP_EVERY, "digest-sweep")
-        self._scheduler.start()
 
     def _every(
         self, job: Callable[[], Awaitable[None]], every: timedelta, name: str, *, soon: bool = True

@@ -38,12 +38,18 @@ from bot.config import Config, Project
 from bot.dashboard import Dashboard
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
+from bot.network_policy import guarded_resolver
 from bot.notifier import SlackNotifier
+from bot.orchestrator_scope import Scope, scoped
+from bot.runtime_live import LiveControls
 from bot.settings import Settings
 from bot.slack.home_refresh import HomeRefresher
 from bot.slack.service import build_slack
 from bot.slack.silences import SilenceBoard
 from bot.slack_outbox import SlackOutbox
+from bot.telemetry.endpoint import metrics_route
+from bot.telemetry.heartbeat import Heartbeat, when_ready
+from bot.telemetry.registry import Telemetry
 from bot.web import ReadyCheck, WebServer, make_web_app, store_ready
 from storage.base import Store
 from storage.factory import open_store
@@ -51,6 +57,8 @@ from storage.factory import open_store
 log = logging.getLogger(__name__)
 
 ResultListener = Callable[[ProbeResult], None]
+PROBE_KEEPALIVE_S = 45.0  # idle probe connections are kept this long (see start)
+TAKEOVER_FIRST_PROBE_S = 2.0  # projects taken over are first probed within this
 
 
 @dataclass
@@ -64,6 +72,11 @@ class RuntimeOptions:
     # Graceful stop: how long flushing and releasing may take before we exit anyway (the
     # leases then expire on their own).
     stop_grace_s: float = 10.0
+    # Run one orchestrator group's projects only (``orch run --orchestrator``).
+    orchestrator: str | None = None
+    # Reload projects.yml when it changes, checked this often (None: only on SIGHUP or
+    # /orch reload).  Off by default here; ``orch run`` turns it on.
+    watch_config_s: float | None = None
 
 
 class Runtime:
@@ -79,7 +92,9 @@ class Runtime:
         self.config = config
         self.clock = clock or SystemClock()
         self.options = options or RuntimeOptions()
-        self.replica_id = self.options.replica_id or default_replica_id()
+        self.scope = Scope(self.options.orchestrator)
+        self.scope.check(config)
+        self.replica_id = self.scope.replica_id(self.options.replica_id or default_replica_id())
         self.store: Store = open_store(settings.database_url, settings.sqlite_path)
         # REDIS_URL selects Redis Streams (replicas share one consumer group per role);
         # unset keeps the in-process bus. A dead-lettered event becomes an escalation
@@ -88,18 +103,20 @@ class Runtime:
             settings.redis_url, self.store, clock=self.clock, on_dead_letter=self._dead_letter
         )
         self.relay = OutboxRelay(self.store, self.bus, clock=self.clock)
+        # Subscriptions go through the scope: one group's process handles its events only.
+        self.events = scoped(self.bus, self.scope, lambda: self.config)
         self.health = HealthMonitor(self.relay, clock=self.clock)
         self.analyzer = MetricsAnalyzer(self.relay, clock=self.clock)
         self.incidents = IncidentManager(self.store, self.relay, clock=self.clock)
-        self.incidents.register(self.bus)
-        EventLogger().register(self.bus)
+        self.incidents.register(self.events)
+        EventLogger().register(self.events)
         self.recorder = ProbeRecorder(self.store, clock=self.clock)
         self.retention = RetentionJob(self.store, self.clock)
-        self.scheduler = JobScheduler(self)
+        self.scheduler = JobScheduler(self, groups=lambda: self.scope.groups(self.config))
         self.slack = build_slack(settings, self)
         # Silences are read on every notification: a board kept fresh from the store.
         self.silences = SilenceBoard(self.store, self.clock)
-        self.silences.register(self.bus, role=f"silences:{self.replica_id}")
+        self.silences.register(self.events, role=f"silences:{self.replica_id}")
         self.slack_outbox: SlackOutbox | None = None
         self.home: HomeRefresher | None = None
         if self.slack is not None:
@@ -111,11 +128,16 @@ class Runtime:
                 wake=self.slack_outbox.wake,
                 statuses=self.health.statuses,
                 is_silenced=self.silences.is_silenced,
-            ).register(self.bus)
+            ).register(self.events)
             # Each replica knows only the Home tabs opened through it: its own role.
             self.home = HomeRefresher(self.slack.services, self.slack.client, clock=self.clock)
-            self.home.register(self.bus, role=f"slack-home:{self.replica_id}")
+            self.home.register(self.events, role=f"slack-home:{self.replica_id}")
         self.result_listeners: list[ResultListener] = list(self.options.extra_result_listeners)
+        # orch's own /metrics (bot.telemetry): probes counted as they come, the rest read
+        # from the parts at scrape time.
+        self.telemetry = Telemetry(self)
+        self.result_listeners.append(self.telemetry.probes.observe)
+        self.heartbeat: Heartbeat | None = None
         self._session: aiohttp.ClientSession | None = None
         self.monitor: ProjectMonitor | None = None
         # Deciding, acting and explaining (bot.acting); the probe client comes at start.
@@ -125,19 +147,22 @@ class Runtime:
             replica_id=self.replica_id, clock=self.clock, wake=self.relay.wake,
             polled=self._polled, is_flapping=self.health.is_flapping,
         )  # fmt: skip
-        self.acting.register(self.bus)
+        self.acting.register(self.events)
         # The live dashboard: every event, streamed to the browsers connected here.
-        self.dashboard = Dashboard(self.bus, self.replica_id)
+        self.dashboard = Dashboard(self.events, self.replica_id)
         self.web: WebServer | None = None
         self.keeper = LeaseKeeper(
             self.store,
             self.replica_id,
-            names=config.project_names(),
+            names=self.scope.names(config),
             ttl_s=self.options.lease_ttl_s,
             clock=self.clock,
             on_change=self._on_leases,
             prefix="project:",
+            pool=self.scope.pool,
         )
+        # Reloading projects.yml, pause/resume, orch's own contract (bot.runtime_live).
+        self.live = LiveControls(self)
         self._leased_before = False
         self._started: list[str] = []
 
@@ -154,14 +179,21 @@ class Runtime:
         self._started.append("recorder")
         # One pooled, keep-alive session for every probe: a connection per check would
         # roughly double the cost of polling (DESIGN §9).
+        # Its resolver refuses metadata, link-local and (unless configured) private
+        # addresses, and the connection goes to the address it checked (SSRF guard).
+        # Idle connections are kept past the default scrape_interval, so a probe that
+        # fetches /metrics and /status every 30 s reuses its three connections instead of
+        # opening two afresh (at aiohttp's 15 s, reconnecting was most of the CPU at 5,000
+        # projects: docs/benchmarks.md).
         connector = aiohttp.TCPConnector(
-            limit=self.options.max_concurrency, ttl_dns_cache=300, enable_cleanup_closed=True
-        )
+            limit=self.options.max_concurrency, ttl_dns_cache=300, enable_cleanup_closed=True,
+            resolver=guarded_resolver(lambda: self.config), keepalive_timeout=PROBE_KEEPALIVE_S,
+        )  # fmt: skip
         self._session = aiohttp.ClientSession(connector=connector)
         self._started.append("session")
         self._prober = prober = ProbeClient(self._session, self.clock)
         self.monitor = ProjectMonitor(
-            prober.probe,
+            prober.poll,  # /metrics and /status once per scrape_interval, not every probe
             self._on_result,
             needs_recheck=self.health.needs_recheck,
             clock=self.clock,
@@ -175,6 +207,8 @@ class Runtime:
         self._started.append("acting")
         self.scheduler.start()
         self._started.append("scheduler")
+        await self.live.start()
+        self._started.append("live")
         if self.slack is not None:
             await self.slack.start()
             self._started.append("slack")
@@ -187,18 +221,29 @@ class Runtime:
             parts = ApiParts(self.store, lambda: self.config, self.clock, self.settings,
                              self.relay.wake, slack_client=slack_client)  # fmt: skip
             # The dashboard's routes include the API's (bot.dashboard; none when it is off).
-            routes = [*(self.slack.routes() if self.slack else ()), *self.dashboard.routes(parts)]
+            routes = [*(self.slack.routes() if self.slack else ()), *self.dashboard.routes(parts),
+                      metrics_route(self.telemetry)]  # fmt: skip
             app = make_web_app(self._health, ready=self._ready_checks(), routes=routes)
+            self.live.mount(app, self._ready_checks())  # /health /status /logs /control
             self.web = WebServer(app, self.settings.host, self.settings.port)
             await self.web.start()
             self._started.append("web")
+        if self.settings.heartbeat_url:  # a dead-man switch, pinged while /readyz passes
+            self.heartbeat = Heartbeat(
+                self.settings.heartbeat_url, self.settings.heartbeat_interval,
+                when_ready(self._ready_checks()), self.clock, self.telemetry.heartbeats,
+            )  # fmt: skip
+            await self.heartbeat.start()
+            self._started.append("heartbeat")
 
     async def stop(self) -> None:
         """Stop in reverse order of start; each step runs even if an earlier one failed."""
         steps = {
+            "heartbeat": lambda: self.heartbeat.stop() if self.heartbeat else _nothing(),
             "web": self._stop_web,
             "slack-outbox": lambda: self.slack_outbox.stop() if self.slack_outbox else _nothing(),
             "slack": self._stop_slack,
+            "live": self.live.stop,
             "scheduler": self.scheduler.stop,
             "acting": self.acting.stop,
             "leases": self._hand_back,
@@ -242,7 +287,10 @@ class Runtime:
         polled = set(self.monitor.projects)
         # Seed before the first probe (the keeper's first beat is the start-up).
         await self._restore_state(held - polled, takeover=self._leased_before)
-        stopped = self.monitor.set_projects(p for p in self.config.projects if p.name in held)
+        # Taken-over projects went unwatched for up to a lease period: probe them within
+        # seconds, not at a random moment of their interval.
+        soon = TAKEOVER_FIRST_PROBE_S if self._leased_before else None
+        stopped = self.monitor.set_projects(self.live.to_poll(held), first_within=soon)
         # The keeper releases leases only after this returns: no probe may still be in
         # flight, or two replicas could report the same project.
         await asyncio.gather(*stopped, return_exceptions=True)
@@ -317,6 +365,7 @@ class Runtime:
 
     async def _dead_letter(self, role: str, event: Event, error: str) -> None:
         """An event a consumer role failed on five times: tell the humans."""
+        self.telemetry.collector.dead_letters += 1
         await self.relay.emit([dead_letter_escalation(role, event, error, self.clock.now())])
 
     def _health(self) -> dict[str, object]:

@@ -34,7 +34,7 @@ def make_web_app(
 
     async def readyz(_request: web.Request) -> web.Response:
         names = list(checks)
-        results = await asyncio.gather(*(_run(checks[n]) for n in names))
+        results = await asyncio.gather(*(run_check(checks[n]) for n in names))
         down = {n: r for n, r in zip(names, results, strict=True) if r is not None}
         body: dict[str, object] = {
             "status": "fail" if down else "pass",
@@ -51,7 +51,8 @@ def make_web_app(
     return app
 
 
-async def _run(check: ReadyCheck) -> str | None:
+async def run_check(check: ReadyCheck) -> str | None:
+    """None when the part is up, else why not (a timeout or an error is a reason)."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             return await check()

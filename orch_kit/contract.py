@@ -83,11 +83,13 @@ class Contract:
 
     # mounting -----------------------------------------------------------------------------
 
-    def mount(self, app: web.Application, *, control: bool = True) -> None:
+    def mount(self, app: web.Application, *, control: bool = True, metrics: bool = True) -> None:
         """Add ``/health``, ``/metrics``, ``/status``, ``/logs`` and (unless told not to)
-        ``/control`` to ``app``."""
+        ``/control`` to ``app``.  ``metrics=False`` leaves ``/metrics`` to the app (one
+        that already serves its own, in both formats)."""
         app.router.add_get("/health", self.handle_health)
-        app.router.add_get("/metrics", self.handle_metrics)
+        if metrics:
+            app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/status", self.handle_status)
         app.router.add_get("/logs", self.handle_logs)
         if control:

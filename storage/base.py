@@ -17,10 +17,12 @@ from datetime import datetime
 from typing import Protocol
 
 from agents.events import Event
+from storage.activity_store import ActivityStore
 from storage.autonomy_store import AutonomyStore
 from storage.budget_store import BudgetStore
 from storage.coordination import CoordinationStore
 from storage.execution_store import ExecutionStore
+from storage.incident_links import IncidentLinkStore
 from storage.operations_store import OperationsStore
 from storage.report_store import ReportStore
 from storage.slack_store import SlackStore
@@ -57,6 +59,9 @@ class Incident:
     state: str = "open"  # open | resolved
     resolved_at: datetime | None = None
     duration_s: float | None = None
+    # The incident of a declared dependency this outage is folded into (its root cause,
+    # agents.dependencies); None for an incident of its own.
+    caused_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,8 @@ EventFor = Callable[[Incident], Event]
 # silences, acks, action requests: storage.operations_store; approvals, audit log:
 # storage.autonomy_store; remediation budget, suspensions, analyses: storage.budget_store;
 # running actions: storage.execution_store; digest facts and runs: storage.report_store
+# the fleet and the agents at a glance (dashboard): storage.activity_store
+# incidents folded into a dependency's (depends_on): storage.incident_links
 class Store(
     CoordinationStore,
     SlackStore,
@@ -102,6 +109,8 @@ class Store(
     BudgetStore,
     ExecutionStore,
     ReportStore,
+    ActivityStore,
+    IncidentLinkStore,
     Protocol,
 ):
     async def open(self) -> None:

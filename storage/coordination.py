@@ -33,9 +33,11 @@ class CoordinationStore(Protocol):
         """The database's current time, timezone-aware UTC."""
         ...
 
-    async def replica_heartbeat(self, replica_id: str, ttl_s: float) -> int:
+    async def replica_heartbeat(self, replica_id: str, ttl_s: float, pool: str = "") -> int:
         """Record that ``replica_id`` is alive until db now + ``ttl_s``, forget replicas
-        whose heartbeat expired, and return how many replicas are alive (this one too)."""
+        whose heartbeat expired, and return how many replicas are alive (this one too)
+        among those whose id starts with ``pool`` (one orchestrator group's processes
+        share its projects only among themselves; "" counts every replica)."""
         ...
 
     async def retire_replica(self, replica_id: str) -> None:

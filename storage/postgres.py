@@ -22,12 +22,14 @@ from agents.clock import Clock, SystemClock
 from agents.events import Event
 from storage.base import EventFor, Incident, MetricSample, ProbeRecord
 from storage.migrate import load_migrations
+from storage.postgres_activity import PostgresActivity
 from storage.postgres_autonomy import PostgresAutonomy
 from storage.postgres_buckets import mark_buckets
 from storage.postgres_budget import PostgresBudget
 from storage.postgres_connect import create_pool
 from storage.postgres_coordination import PostgresCoordination
 from storage.postgres_execution import PostgresExecution
+from storage.postgres_links import PostgresIncidentLinks
 from storage.postgres_migrate import apply_migrations
 from storage.postgres_operations import PostgresOperations
 from storage.postgres_reports import PostgresReports
@@ -68,6 +70,8 @@ class PostgresStore(
     PostgresBudget,
     PostgresExecution,
     PostgresReports,
+    PostgresActivity,
+    PostgresIncidentLinks,
 ):
     def __init__(
         self,

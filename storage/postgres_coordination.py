@@ -37,7 +37,8 @@ _HEARTBEAT = f"""
                 ON CONFLICT (replica_id) DO UPDATE
                 SET heartbeat_at = excluded.heartbeat_at, expires_at = excluded.expires_at)
     -- The snapshot predates both CTEs: count the others still alive, plus this one.
-    SELECT 1 + count(*) FROM replicas WHERE replica_id <> $1 AND {_LIVE}"""
+    SELECT 1 + count(*) FROM replicas
+    WHERE replica_id <> $1 AND {_LIVE} AND left(replica_id, length($3)) = $3"""
 _ENSURE_ROWS = """
     INSERT INTO leases (name)
     SELECT n FROM unnest($1::text[]) AS t(n)
@@ -79,9 +80,9 @@ class PostgresCoordination:
             now: datetime = await conn.fetchval("SELECT now()")
         return as_utc(now)
 
-    async def replica_heartbeat(self, replica_id: str, ttl_s: float) -> int:
+    async def replica_heartbeat(self, replica_id: str, ttl_s: float, pool: str = "") -> int:
         async with self._acquire() as conn:
-            live: int = await conn.fetchval(_HEARTBEAT, replica_id, float(ttl_s))
+            live: int = await conn.fetchval(_HEARTBEAT, replica_id, float(ttl_s), pool)
         return live
 
     async def retire_replica(self, replica_id: str) -> None:

@@ -33,6 +33,7 @@ from storage.rows import (
     open_incident_params,
     probe_from_row,
 )
+from storage.sqlite_activity import SQLiteActivity
 from storage.sqlite_autonomy import SQLiteAutonomy
 from storage.sqlite_budget import SQLiteBudget
 from storage.sqlite_codec import (
@@ -48,6 +49,7 @@ from storage.sqlite_codec import (
 )
 from storage.sqlite_coordination import SQLiteCoordination
 from storage.sqlite_execution import SQLiteExecution
+from storage.sqlite_links import SQLiteIncidentLinks
 from storage.sqlite_operations import SQLiteOperations
 from storage.sqlite_reports import SQLiteReports
 from storage.sqlite_rollups import SQLiteRollups, mark_dirty
@@ -71,6 +73,8 @@ class SQLiteStore(
     SQLiteBudget,
     SQLiteExecution,
     SQLiteReports,
+    SQLiteActivity,
+    SQLiteIncidentLinks,
 ):
     def __init__(
         self,

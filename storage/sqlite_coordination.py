@@ -51,9 +51,9 @@ class SQLiteCoordination:
     async def db_now(self) -> datetime:
         return from_us(self._now())
 
-    async def replica_heartbeat(self, replica_id: str, ttl_s: float) -> int:
+    async def replica_heartbeat(self, replica_id: str, ttl_s: float, pool: str = "") -> int:
         now = self._now()
-        params = {"me": replica_id, "now": now, "until": now + _us(ttl_s)}
+        params = {"me": replica_id, "now": now, "until": now + _us(ttl_s), "pool": pool}
         async with self._transaction() as tx:
             await tx.execute(
                 "DELETE FROM replicas WHERE expires_us < :now AND replica_id <> :me", params
@@ -64,7 +64,11 @@ class SQLiteCoordination:
                 " SET heartbeat_us = excluded.heartbeat_us, expires_us = excluded.expires_us",
                 params,
             )
-            rows = await tx.execute_fetchall(f"SELECT count(*) FROM replicas WHERE {_LIVE}", params)
+            rows = await tx.execute_fetchall(
+                f"SELECT count(*) FROM replicas WHERE {_LIVE}"
+                " AND substr(replica_id, 1, length(:pool)) = :pool",
+                params,
+            )
         return int(next(iter(rows))[0])
 
     async def retire_replica(self, replica_id: str) -> None:

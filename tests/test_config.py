@@ -479,6 +479,21 @@ def test_unknown_references() -> None:
     ]
 
 
+def test_a_depends_on_cycle_is_refused_once_where_it_closes() -> None:
+    got = report("""
+        projects:
+          - {name: api, url: "http://127.0.0.1:1", depends_on: [db]}
+          - {name: db, url: "http://127.0.0.1:2", depends_on: [disk]}
+          - {name: disk, url: "http://127.0.0.1:3", depends_on: [api]}
+          - {name: web, url: "http://127.0.0.1:4", depends_on: [api, web]}
+          - {name: cache, url: "http://127.0.0.1:5", depends_on: [web, db]}
+    """)
+    assert got == [
+        (4, "projects[disk].depends_on[0]", "depends_on forms a cycle: api -> db -> disk -> api"),
+        (5, "projects[web].depends_on[1]", "a project cannot depend on itself"),
+    ]
+
+
 def test_orchestrator_is_assigned_from_the_orchestrators_section() -> None:
     assert where("""
         projects:
@@ -517,11 +532,37 @@ def test_demo_secrets_on_loopback_need_no_variable(url: str) -> None:
     load("demo_secrets: true\n" + textwrap.dedent(CONTRACT).format(url=url))
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.5", "https://mailer.example.com", "http://0.0.0.0"])
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5", "https://mailer.example.com", "http://192.168.1.5"]
+)
 def test_demo_secrets_refuse_other_hosts(url: str) -> None:
     issue = only("demo_secrets: true\n" + textwrap.dedent(CONTRACT).format(url=url))
     assert (issue.line, issue.field) == (4, "projects[mailer].url")
     assert issue.message.startswith("demo_secrets: true allows only loopback URLs")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest", "link-local"),
+        ("http://[fd00:ec2::254]", "cloud metadata"),
+        ("http://0.0.0.0:8080", "unspecified"),
+    ],
+)
+def test_metadata_and_link_local_urls_are_refused(url: str, why: str) -> None:
+    issue = only(textwrap.dedent(CONTRACT).format(url=url), {"MAILER_SECRET": "s"})
+    assert (issue.line, issue.field) == (3, "projects[mailer].url")
+    assert why in issue.message and "never connects there" in issue.message
+
+
+def test_private_network_is_filled_from_defaults() -> None:
+    text = "defaults: {private_network: true}\n" + textwrap.dedent(CONTRACT).format(
+        url="http://mailer.internal:80"
+    )
+    config = load(text, {"MAILER_SECRET": "s"})
+    assert config.project("mailer").private_network is True
+    assert load(textwrap.dedent(CONTRACT).format(url="http://m.internal"), {"MAILER_SECRET": "s"}
+                ).project("mailer").private_network is False  # fmt: skip
 
 
 def test_demo_secrets_must_be_a_real_boolean() -> None:

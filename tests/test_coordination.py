@@ -155,6 +155,17 @@ async def test_heartbeat_counts_live_replicas(open_replica: OpenReplica) -> None
     assert await stores[0].lease_owners() == {}  # retiring released r1's lease
 
 
+async def test_heartbeat_counts_only_the_replicas_of_its_pool(open_replica: OpenReplica) -> None:
+    # One process per orchestrator group on one database: each group shares its projects
+    # among its own processes, so a group's fair share must not count the other group's.
+    stores = [await open_replica() for _ in range(3)]
+    assert await stores[0].replica_heartbeat("outreach/a", 30, "outreach/") == 1
+    assert await stores[1].replica_heartbeat("support/b", 30, "support/") == 1
+    assert await stores[2].replica_heartbeat("outreach/c", 30, "outreach/") == 2
+    assert await stores[1].replica_heartbeat("support/b", 30, "support/") == 1
+    assert await stores[0].replica_heartbeat("outreach/a", 30) == 3  # no pool: everyone
+
+
 async def test_claim_job_run_exactly_once_across_replicas(open_replica: OpenReplica) -> None:
     stores = [await open_replica() for _ in range(3)]
     at = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)

@@ -85,7 +85,10 @@ class Approvers:
         self.lookups = 0  # usergroups.users.list calls made (tests, metrics)
 
     async def check(self, config: Config, project: Project, user: str) -> Verdict:
-        group_name = project.orchestrator
+        return await self.check_group(config, project.orchestrator, user)
+
+    async def check_group(self, config: Config, group_name: str | None, user: str) -> Verdict:
+        """Whether ``user`` approves for the orchestrator group ``group_name``."""
         group = config.orchestrators.get(group_name or "")
         if group is None or group_name is None:
             return Verdict(False, "no_group", None)

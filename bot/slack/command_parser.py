@@ -42,6 +42,7 @@ USAGE: Final[dict[str, str]] = {
     "ack": "ack <incident>",
     "analyze": "analyze <project>",
     "digest": "digest",
+    "reload": "reload",
 }
 # The word users type → the action name in config (`allowed_actions`).
 ACTION_OF: Final = {
@@ -94,7 +95,7 @@ def parse(text: str, config: Config) -> Command:
         return Command("help")
     name = _subcommand(words[0])
     args = words[1:]
-    if name in ("help", "projects", "incidents", "digest"):
+    if name in ("help", "projects", "incidents", "digest", "reload"):
         _arity(name, args, 0, 0)
         return Command(name)
     if name == "status":

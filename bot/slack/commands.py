@@ -33,6 +33,7 @@ from bot.slack.approvers import Approvers
 from bot.slack.command_parser import USAGE, Command, CommandError, parse
 from bot.slack.history import history
 from bot.slack.operations import current_project
+from bot.slack.reload import reload_config
 from bot.slack.replies import Reply
 from bot.slack.services import Services
 from bot.slack.work import is_retry, request_key
@@ -79,7 +80,8 @@ async def _ack(ack: AsyncAck, reply: Reply) -> None:
 def with_approvers(approvers: Approvers | None) -> dict[str, Handler]:
     """``HANDLERS``, the action requests bound to ``approvers``."""
     request = partial(operations.request_action, approvers=approvers)
-    return {**HANDLERS, **dict.fromkeys(ACTION_COMMANDS, request)}
+    reload = partial(reload_config, approvers=approvers)
+    return {**HANDLERS, **dict.fromkeys(ACTION_COMMANDS, request), "reload": reload}
 
 
 async def answer(
@@ -205,5 +207,6 @@ HANDLERS: dict[str, Handler] = {
     "ack": operations.ack,
     "analyze": analyze,
     "digest": digest,
+    "reload": reload_config,  # with no approvers bound: refused (see with_approvers)
 }
 assert set(HANDLERS) == set(USAGE), "every subcommand needs a handler"

@@ -62,6 +62,7 @@ DESCRIPTIONS: Final = {
     "ack": "take an incident on (by id, its first 6 characters, or fingerprint)",
     "analyze": "ask Claude what is wrong with a project",
     "digest": "post the health digest now",
+    "reload": "read projects.yml again (approvers only; an invalid file is refused)",
 }
 assert set(DESCRIPTIONS) == set(USAGE), "every subcommand needs a help line"
 

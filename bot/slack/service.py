@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from agents.clock import Clock
 from bot.config import Config
+from bot.config_reload import ReloadOutcome
 from bot.settings import Settings
 from bot.slack.app import build_app, register_listeners
 from bot.slack.http import slack_route
@@ -59,6 +60,10 @@ class _Relay(Protocol):
     def wake(self) -> None: ...
 
 
+class _Live(Protocol):
+    async def reload(self, trigger: str, by: str | None = None) -> ReloadOutcome: ...
+
+
 class RuntimeParts(Protocol):
     """What build_slack reads from the Runtime (a Protocol: no import cycle)."""
 
@@ -77,6 +82,9 @@ class RuntimeParts(Protocol):
     @property
     def relay(self) -> _Relay: ...
 
+    @property
+    def live(self) -> _Live: ...
+
 
 def build_slack(settings: Settings, runtime: RuntimeParts) -> SlackService | None:
     """The Slack app for this process, or None when SLACK_BOT_TOKEN is unset."""
@@ -84,6 +92,10 @@ def build_slack(settings: Settings, runtime: RuntimeParts) -> SlackService | Non
         if settings.slack_app_token or settings.slack_signing_secret:
             log.warning("Slack is off: SLACK_BOT_TOKEN is not set")
         return None
+
+    async def reload(trigger: str, by: str | None) -> ReloadOutcome:
+        return await runtime.live.reload(trigger, by)  # built after Slack: looked up late
+
     return SlackService(
         settings,
         config=lambda: runtime.config,
@@ -91,6 +103,7 @@ def build_slack(settings: Settings, runtime: RuntimeParts) -> SlackService | Non
         statuses=runtime.health.statuses,
         clock=runtime.clock,
         wake=runtime.relay.wake,
+        reload=reload,
     )
 
 
@@ -112,6 +125,7 @@ class SlackService:
         markers: RetryMarkers | None = None,
         ping_interval: float = 10.0,
         wake: Callable[[], None] | None = None,
+        reload: Callable[[str, str | None], Awaitable[ReloadOutcome]] | None = None,
     ) -> None:
         if not settings.slack_bot_token:
             raise ValueError("SlackService needs SLACK_BOT_TOKEN")
@@ -128,8 +142,9 @@ class SlackService:
         self.background = Background(markers or StoreRetryMarkers(store))
         replier = Replier(self._require_session, self.client)
         self.services = Services(config, store, statuses, clock, self.background, replier,
-                                 wake=wake or (lambda: None))  # fmt: skip
-        register_listeners(self.app, self.services)
+                                 wake=wake or (lambda: None), reload=reload)  # fmt: skip
+        # The user-group cache is dropped when the config is reloaded (bot.runtime_live).
+        self.approvers = register_listeners(self.app, self.services)
         self._socket = (
             SocketModeConnection(self.app, settings.slack_app_token, ping_interval=ping_interval)
             if settings.slack_app_token

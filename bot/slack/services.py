@@ -4,12 +4,13 @@ Runtime itself (so listeners are testable against a real store without a process
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from agents.clock import Clock
 from bot.config import Config
+from bot.config_reload import ReloadOutcome
 from bot.slack.respond import Replier
 from bot.slack.work import Background
 from storage.base import Store
@@ -58,3 +59,5 @@ class Services:
     # The outbox relay's wake: events a listener stored are published now, not at the
     # relay's next sweep (an approval then runs a second sooner).
     wake: Callable[[], None] = lambda: None
+    # Reload projects.yml now (trigger, who asked): the Runtime's, None without one.
+    reload: Callable[[str, str | None], Awaitable[ReloadOutcome]] | None = None
