@@ -13,7 +13,7 @@ from agents.events import REMEDIATION_SUSPENDED, Event
 from storage.base import ProbeRecord, Store
 from storage.budget_store import Suspension
 from tests.test_rollups import steady
-from tests.test_store_contract import BACKENDS
+from tests.test_store_contract import BACKENDS, opened_on
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -23,13 +23,8 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with BACKENDS[request.param](tmp_path) as make:
-        opened = make()
-        await opened.open()
-        try:
-            yield opened
-        finally:
-            await opened.close()
+    async with opened_on(request.param, tmp_path) as opened:
+        yield opened
 
 
 def probe(project: str, at: datetime, level: str = "pass", latency: float = 10.0) -> ProbeRecord:

@@ -18,7 +18,7 @@ from bot.render import render_blocks
 from storage.base import Store
 from tests.digest_history import PROJECTS, H, History, M, incident, seed, steady
 from tests.digest_samples import BUSY, QUIET
-from tests.test_store_contract import BACKENDS
+from tests.test_store_contract import BACKENDS, opened_on
 
 pytestmark = pytest.mark.timeout(60)
 T = datetime(2026, 3, 2, tzinfo=UTC)
@@ -26,13 +26,8 @@ T = datetime(2026, 3, 2, tzinfo=UTC)
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with BACKENDS[request.param](tmp_path) as make:
-        opened = make()
-        await opened.open()
-        try:
-            yield opened
-        finally:
-            await opened.close()
+    async with opened_on(request.param, tmp_path) as opened:
+        yield opened
 
 
 async def digest_of(store: Store, day: History) -> Digest:

@@ -27,7 +27,7 @@ from storage.rollups import reference_coverage, uptime_percent
 from storage.sqlite import SQLiteStore
 from storage.sqlite_codec import SQL, split_statements
 from tests.support import eventually
-from tests.test_store_contract import BACKENDS
+from tests.test_store_contract import BACKENDS, opened_on
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,13 +38,8 @@ DAY = timedelta(days=1)
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with BACKENDS[request.param](tmp_path) as make:
-        opened = make()
-        await opened.open()
-        try:
-            yield opened
-        finally:
-            await opened.close()
+    async with opened_on(request.param, tmp_path) as opened:
+        yield opened
 
 
 def s(seconds: float) -> datetime:

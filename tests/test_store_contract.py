@@ -123,6 +123,19 @@ BACKENDS: dict[str, Backend] = {
 OpenStore = Callable[..., Awaitable[Store]]
 
 
+@asynccontextmanager
+async def opened_on(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh store of ``backend``, opened, and closed afterwards (other store suites'
+    per-backend fixtures)."""
+    async with BACKENDS[backend](tmp_path) as make:
+        opened = make()
+        await opened.open()
+        try:
+            yield opened
+        finally:
+            await opened.close()
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
