@@ -4,7 +4,10 @@ pause and restart the orch processes below it like any other project.
 Served on orch's own web app through ``orch_kit`` (the same code the demo services use):
 
 - ``/health``: application/health+json from this process's readiness checks (store, bus,
-  Slack, Slack outbox): all up is pass, any down is fail (503);
+  Slack, Slack outbox): all up is pass, any down is fail (503); plus ``clock:skew``, this
+  host's clock against the database's (leases, budgets and job claims are judged by the
+  database clock, so a skewed host does not break them; it is reported so someone fixes
+  its time sync): warn beyond ``SKEW_WARN_S``;
 - ``/status``: running or paused, the Slack outbox backlog as ``queue_depth``, uptime,
   version, pid, replica, orchestrator group and the projects this process polls;
 - ``/logs``: the last orch log lines, from an in-memory ring (``LogRing``), redacted;
@@ -39,6 +42,7 @@ from storage.base import Store
 CONTROL_SECRET_ENV: Final = "ORCH_CONTROL_SECRET"
 EXIT_RESTART: Final = 75  # EX_TEMPFAIL: "try again", what a supervisor restarts on
 QUEUE_DEPTH_CAP: Final = 1000  # /status reads at most this many pending outbox rows
+SKEW_WARN_S: Final = 5.0  # NTP keeps hosts within milliseconds; seconds mean it is broken
 _LEVELS: Final = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error",
                   "CRITICAL": "error"}  # fmt: skip
 
@@ -121,7 +125,29 @@ class OrchContract:
                 checks[name] = [Check("pass", component_type="component")]
             else:
                 checks[name] = [Check("fail", problem, component_type="component")]
+        skew = await self._clock_skew()
+        if skew is not None:
+            checks["clock:skew"] = [skew]
         return Health.from_checks(checks)
+
+    async def _clock_skew(self) -> Check | None:
+        """The database's clock minus this host's, in seconds (None: no database answer,
+        which the store check already reports)."""
+        try:
+            before = self._clock.now()
+            db = await self._store.db_now()
+            after = self._clock.now()
+        except Exception:
+            return None
+        skew = (db - (before + (after - before) / 2)).total_seconds()  # mid-round-trip
+        if abs(skew) <= SKEW_WARN_S:
+            return Check("pass", component_type="system", observed_value=round(skew, 3),
+                         observed_unit="s")  # fmt: skip
+        where = "behind" if skew > 0 else "ahead of"
+        message = (f"this host's clock is {abs(skew):.0f} s {where} the database's;"
+                   " fix its time sync (leases and budgets use the database clock)")  # fmt: skip
+        return Check("warn", message, component_type="system", observed_value=round(skew, 3),
+                     observed_unit="s")  # fmt: skip
 
     async def status(self) -> dict[str, Any]:
         pending = await self._store.slack_rows(state="pending", limit=QUEUE_DEPTH_CAP)
