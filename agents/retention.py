@@ -1,7 +1,8 @@
 """The retention job: roll up the hours that ended, then delete what is past retention.
 
 Raw probes and samples are kept ``raw_days`` (default 7), hourly roll-ups ``rollup_days``
-(default 400); events and incidents are never deleted here.  Roll-up runs first because
+(default 400); events and incidents are never deleted here.  Bookkeeping rows (markers
+of events a role handled, claims of scheduled job runs) go after 30 days.  Roll-up runs first because
 retention only deletes raw rows of hours already rolled up: the other order would let a
 late row's hour slip past the horizon unrolled.  Both steps are idempotent, so a run that
 crashed half way is finished by the next one.  The runtime schedules ``run_once`` hourly,

@@ -31,6 +31,7 @@ from storage.postgres_buckets import add_bucket_totals, delete_buckets, rollup_b
 from storage.postgres_sql import TIME
 from storage.rollups import (
     HOUR,
+    MARKER_DAYS,
     add_totals,
     check_aware,
     check_retention,
@@ -243,6 +244,10 @@ class PostgresRollups:
             for table, column in _ROLLUP_TABLES:
                 status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", rollup_cut)
                 deleted[table] = _count(status)
+            marker_cut = now - timedelta(days=MARKER_DAYS)
+            for table, column in _MARKER_TABLES:  # fixed names, never input
+                status = await conn.execute(f"DELETE FROM {table} WHERE {column} < $1", marker_cut)
+                deleted[table] = _count(status)
         return deleted
 
     async def uptime(
@@ -370,6 +375,7 @@ async def mark_dirty(conn: asyncpg.Connection, stamps: Iterable[tuple[str, datet
 
 
 _FIRST_DIRTY = "SELECT min(hour) FROM rollup_dirty WHERE hour >= $1"
+_MARKER_TABLES = (("consumed_events", "consumed_at"), ("job_runs", "claimed_at"))
 _ROLLUP_TABLES = (("probe_hourly", "hour"), ("probe_daily", "day"), ("metric_hourly", "hour"))
 
 

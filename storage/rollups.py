@@ -103,6 +103,12 @@ def scan_from(lo: datetime) -> datetime:
     return max(floor_hour(lo), lo - MAX_HOLD)
 
 
+# Bookkeeping rows, pruned by retention after this long: markers of events a role
+# handled (a redelivery comes within minutes; these only need to outlive it) and claims
+# of once-per-hour/day jobs (only the current period's matters; /agents reads 8 days).
+MARKER_DAYS = 30
+
+
 def check_retention(raw_days: float, rollup_days: float) -> None:
     # Roll-ups must outlive raw rows: a whole, clean hour is read from its roll-up only.
     if not 0 < raw_days <= rollup_days:

@@ -23,6 +23,7 @@ import aiosqlite
 from storage.base import MetricHour, ProbeHour
 from storage.rollups import (
     HOUR_US,
+    MARKER_DAYS,
     MAX_HOLD_US,
     add_totals,
     check_retention,
@@ -169,6 +170,10 @@ class SQLiteRollups:
             for table, column in _ROLLUP_TABLES:
                 cursor = await tx.execute(f"DELETE FROM {table} WHERE {column} < ?", (rollup_cut,))
                 deleted[table] = cursor.rowcount
+            marker_cut = to_us(now - timedelta(days=MARKER_DAYS))
+            for table, column in _MARKER_TABLES:
+                cursor = await tx.execute(f"DELETE FROM {table} WHERE {column} < ?", (marker_cut,))
+                deleted[table] = cursor.rowcount
         return deleted
 
     async def uptime(
@@ -273,6 +278,7 @@ async def mark_dirty(tx: aiosqlite.Connection, stamps: Iterable[tuple[str, int]]
 
 
 _FIRST_DIRTY = "SELECT min(hour_us) FROM rollup_dirty WHERE hour_us >= ?"
+_MARKER_TABLES = (("consumed_events", "consumed_at_us"), ("job_runs", "claimed_us"))
 _ROLLUP_TABLES = (
     ("probe_hourly", "hour_us"),
     ("probe_daily", "day_us"),

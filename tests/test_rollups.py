@@ -528,6 +528,23 @@ async def _incident_history(store: Store) -> None:
     await store.resolve_incident("a:down", T + HOUR, _announce(INCIDENT_RESOLVED))
 
 
+async def test_retention_prunes_handled_event_markers_and_job_claims_after_30_days(
+    store: Store,
+) -> None:
+    """Bookkeeping does not grow for ever: a role's "handled" marker and a job's claim go
+    after 30 days (both stamped by the store's or the database's own clock, now)."""
+    assert await store.claim_event("notifier", "e1")
+    assert await store.claim_job_run("retention", "2026-12-03T10", "r1")
+    now = datetime.now(UTC)
+    deleted = await store.apply_retention(now + 29 * DAY, raw_days=2, rollup_days=5)
+    assert (deleted["consumed_events"], deleted["job_runs"]) == (0, 0)
+    assert not await store.claim_event("notifier", "e1")  # still marked: a redelivery is skipped
+    deleted = await store.apply_retention(now + 31 * DAY, raw_days=2, rollup_days=5)
+    assert (deleted["consumed_events"], deleted["job_runs"]) == (1, 1)
+    assert await store.claim_event("notifier", "e1")  # the marker is gone
+    assert await store.claim_job_run("retention", "2026-12-03T10", "r2")  # so is the claim
+
+
 async def test_retention_deletes_rolled_up_raw_rows_and_old_rollups(store: Store) -> None:
     now = T + 10 * DAY + timedelta(minutes=30)
     probes = _sparse("a", T, 10 * 24)
@@ -551,6 +568,8 @@ async def test_retention_deletes_rolled_up_raw_rows_and_old_rollups(store: Store
         "probe_hourly": 120,
         "probe_daily": 5,
         "metric_hourly": 3 * 120,
+        "consumed_events": 0,
+        "job_runs": 0,
     }
     after = await store.count_rows()
     assert after == before | {"probes": 288, "metric_samples": 3 * 288}  # events, incidents kept
