@@ -2,11 +2,12 @@
 
 Raw probes and samples are kept ``raw_days`` (default 7), hourly roll-ups ``rollup_days``
 (default 400); events and incidents are never deleted here.  Bookkeeping rows (markers
-of events a role handled, claims of scheduled job runs) go after 30 days.  Roll-up runs first because
-retention only deletes raw rows of hours already rolled up: the other order would let a
-late row's hour slip past the horizon unrolled.  Both steps are idempotent, so a run that
-crashed half way is finished by the next one.  The runtime schedules ``run_once`` hourly,
-once fleet-wide (a lease will pick the replica); definitions live in ``storage.rollups``.
+of events a role handled, claims of scheduled job runs) go after 30 days.  Roll-up runs
+first because retention only deletes raw rows of hours already rolled up: the other order
+would let a late row's hour slip past the horizon unrolled.  Both steps are idempotent,
+so a run that crashed half way is finished by the next one.  The runtime schedules
+``run_once`` hourly, once fleet-wide (a lease will pick the replica); definitions live in
+``storage.rollups``.
 
 ``roll_up_buckets`` runs every minute on every replica (the store lets one at a time do
 the work): it keeps the current hour's 5-minute buckets up to date, so that uptime up to
