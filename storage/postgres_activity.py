@@ -47,6 +47,8 @@ class PostgresActivity:
 
         def _acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
+        async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]: ...
+
         async def uptime(
             self, projects: Sequence[str] | None, since: datetime, until: datetime
         ) -> dict[str, float]: ...
@@ -58,30 +60,25 @@ class PostgresActivity:
         if not projects or not hours:
             return {p: [] for p in projects}
         args = (list(projects), hours[0], hours[-1] + HOUR)
-        rows = await self._activity_fetch(_ROLLED, *args)
+        rows = await self._fetch(_ROLLED, *args)
         rolled = [(r[0], as_utc(r[1]), r[2], r[3]) for r in rows]
-        fresh = {as_utc(r[0]) for r in await self._activity_fetch(_FRESH, *args)}
+        fresh = {as_utc(r[0]) for r in await self._fetch(_FRESH, *args)}
         return await merge_hours(projects, hours, until, rolled, fresh, self.uptime)
 
     async def last_probes(self, projects: Sequence[str]) -> dict[str, LastProbe]:
         if not projects:
             return {}
-        rows = await self._activity_fetch(_LAST_PROBES, list(projects))
+        rows = await self._fetch(_LAST_PROBES, list(projects))
         return {r[0]: LastProbe(r[0], as_utc(r[1]), r[2], r[3]) for r in rows}
 
     async def event_activity(self, since: datetime) -> list[SourceActivity]:
-        rows = await self._activity_fetch(_ACTIVITY, aware(since))
+        rows = await self._fetch(_ACTIVITY, aware(since))
         return [SourceActivity(r[0], r[1], as_utc(r[2])) for r in rows]
 
     async def active_suspensions(self, at: datetime | None = None) -> list[Suspension]:
-        rows = await self._activity_fetch(_SUSPENSIONS, None if at is None else aware(at))
+        rows = await self._fetch(_SUSPENSIONS, None if at is None else aware(at))
         return [suspension_from_row(r, TIME) for r in rows]
 
     async def last_job_runs(self, since: datetime) -> dict[str, datetime]:
-        rows = await self._activity_fetch(_JOBS, aware(since))
+        rows = await self._fetch(_JOBS, aware(since))
         return {r[0]: as_utc(r[1]) for r in rows}
-
-    async def _activity_fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        async with self._acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *params)
-        return rows

@@ -106,6 +106,8 @@ class PostgresAutonomy:
 
         def _acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
+        async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]: ...
+
         def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
     # -- approvals ---------------------------------------------------------------------
@@ -189,13 +191,11 @@ class PostgresAutonomy:
         return expired
 
     async def get_approval(self, approval_id: str) -> Approval | None:
-        rows = await self._auto_fetch(
-            f"SELECT {_APPROVAL} FROM approvals WHERE id = $1", approval_id
-        )
+        rows = await self._fetch(f"SELECT {_APPROVAL} FROM approvals WHERE id = $1", approval_id)
         return next((approval_from_row(r, TIME) for r in rows), None)
 
     async def pending_approvals(self, project: str | None = None) -> list[Approval]:
-        rows = await self._auto_fetch(
+        rows = await self._fetch(
             f"SELECT {_APPROVAL} FROM approvals WHERE state = 'pending' AND expires_at > now()"
             " AND ($1::text IS NULL OR project = $1) ORDER BY created_at, seq",
             project,
@@ -213,7 +213,7 @@ class PostgresAutonomy:
         self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
     ) -> list[AuditRecord]:
         check_limit(limit)
-        rows = await self._auto_fetch(
+        rows = await self._fetch(
             f"SELECT id, at, {_AUDIT} FROM audit_log WHERE ($1::text IS NULL OR project = $1)"
             " AND ($2::timestamptz IS NULL OR at >= $2) ORDER BY id DESC LIMIT $3",
             project,
@@ -223,7 +223,3 @@ class PostgresAutonomy:
         return [audit_record(r[0], as_utc(r[1]), r[2:]) for r in rows]
 
     # -- plumbing (names distinct from the other mixins': they share one class) --------
-    async def _auto_fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        async with self._acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *params)
-        return rows

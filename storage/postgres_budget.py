@@ -64,6 +64,8 @@ class PostgresBudget:
 
         def _acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
+        async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]: ...
+
         def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
     # -- remediation budget ------------------------------------------------------------
@@ -117,7 +119,7 @@ class PostgresBudget:
         return suspension
 
     async def resume_remediation(self, project: str) -> Suspension | None:
-        rows = await self._budget_fetch(
+        rows = await self._fetch(
             f"DELETE FROM remediation_suspensions WHERE project = $1 RETURNING {_SUSPENSION}",
             project,
         )
@@ -126,7 +128,7 @@ class PostgresBudget:
     async def remediation_suspended(
         self, project: str, at: datetime | None = None
     ) -> Suspension | None:
-        rows = await self._budget_fetch(
+        rows = await self._fetch(
             f"SELECT {_SUSPENSION} FROM remediation_suspensions WHERE project = $1"
             f" AND since <= {_AT} AND (until IS NULL OR until > {_AT})",
             project,
@@ -146,14 +148,14 @@ class PostgresBudget:
         return analysis
 
     async def analyses_for(self, incident_id: str) -> list[Analysis]:
-        rows = await self._budget_fetch(
+        rows = await self._fetch(
             f"SELECT {_ANALYSIS} FROM analyses WHERE incident_id = $1 ORDER BY created_at, seq",
             incident_id,
         )
         return [analysis_from_row(r, TIME) for r in rows]
 
     async def tokens_used_since(self, since: datetime, *, incident_id: str | None = None) -> int:
-        rows = await self._budget_fetch(
+        rows = await self._fetch(
             "SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM analyses"
             " WHERE created_at >= $1 AND ($2::text IS NULL OR incident_id = $2)",
             aware(since),
@@ -162,7 +164,3 @@ class PostgresBudget:
         return int(rows[0][0])
 
     # -- plumbing (names distinct from the other mixins': they share one class) --------
-    async def _budget_fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        async with self._acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *params)
-        return rows

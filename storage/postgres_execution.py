@@ -36,6 +36,8 @@ class PostgresExecution:
 
         def _acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
+        async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]: ...
+
         def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
     async def start_action(
@@ -58,14 +60,14 @@ class PostgresExecution:
                                  outcome, error, to_state in FINISHED)  # fmt: skip
 
     async def incident_actions(self, incident_id: str) -> list[ActionRequest]:
-        rows = await self._exec_fetch(
+        rows = await self._fetch(
             f"SELECT {_ACTION} FROM actions WHERE incident_id = $1 ORDER BY created_at, seq",
             incident_id,
         )
         return [action_from_row(r, TIME) for r in rows]
 
     async def actions_in(self, states: Sequence[str], limit: int = 100) -> list[ActionRequest]:
-        rows = await self._exec_fetch(
+        rows = await self._fetch(
             f"SELECT {_ACTION} FROM actions WHERE state = ANY($1::text[])"
             " ORDER BY created_at, seq LIMIT $2",
             list(states),
@@ -84,8 +86,3 @@ class PostgresExecution:
             action = action_from_row(row, TIME)
             await insert_events(conn, [event_for(action)])
         return action
-
-    async def _exec_fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        async with self._acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *params)
-        return rows

@@ -85,6 +85,8 @@ class PostgresOperations:
 
         def _acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
+        async def _fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]: ...
+
         def transaction(self) -> AbstractAsyncContextManager[asyncpg.Connection]: ...
 
     # -- silences ----------------------------------------------------------------------
@@ -115,7 +117,7 @@ class PostgresOperations:
         return silence
 
     async def active_silence(self, project: str, at: datetime | None = None) -> Silence | None:
-        rows = await self._op_fetch(
+        rows = await self._fetch(
             f"SELECT {_SILENCE} FROM silences WHERE project = $2 AND {_ACTIVE}"
             " ORDER BY starts_at DESC LIMIT 1",
             _at(at),
@@ -124,7 +126,7 @@ class PostgresOperations:
         return next((silence_from_row(r, TIME) for r in rows), None)
 
     async def active_silences(self, at: datetime | None = None) -> list[Silence]:
-        rows = await self._op_fetch(
+        rows = await self._fetch(
             f"SELECT {_SILENCE} FROM silences WHERE {_ACTIVE} ORDER BY project, starts_at",
             _at(at),
         )
@@ -151,7 +153,7 @@ class PostgresOperations:
     async def incident_acks(self, incident_ids: Sequence[str]) -> dict[str, IncidentAck]:
         if not incident_ids:
             return {}
-        rows = await self._op_fetch(
+        rows = await self._fetch(
             "SELECT id, acked_by, acked_at FROM incidents"
             " WHERE id = ANY($1::text[]) AND acked_by IS NOT NULL",
             list(incident_ids),
@@ -179,14 +181,14 @@ class PostgresOperations:
         return request
 
     async def get_action(self, action_id: str) -> ActionRequest | None:
-        rows = await self._op_fetch(f"SELECT {_ACTION} FROM actions WHERE id = $1", action_id)
+        rows = await self._fetch(f"SELECT {_ACTION} FROM actions WHERE id = $1", action_id)
         return next((action_from_row(r, TIME) for r in rows), None)
 
     async def list_actions(
         self, *, project: str | None = None, limit: int = 100
     ) -> list[ActionRequest]:
         check_limit(limit)
-        rows = await self._op_fetch(
+        rows = await self._fetch(
             f"SELECT {_ACTION} FROM actions WHERE ($1::text IS NULL OR project = $1)"
             " ORDER BY created_at DESC, seq DESC LIMIT $2",
             project,
@@ -195,10 +197,6 @@ class PostgresOperations:
         return [action_from_row(r, TIME) for r in rows]
 
     # -- plumbing ----------------------------------------------------------------------
-    async def _op_fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
-        async with self._acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *params)
-        return rows
 
 
 def _at(at: datetime | None) -> datetime | None:
