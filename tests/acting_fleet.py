@@ -5,7 +5,8 @@ in seconds against real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from bot.config import Config
@@ -34,6 +35,18 @@ def secret_env(name: str) -> str:
 
 # What orch's environment holds: the variables the config names.
 ENV = {secret_env(n): s.decode() for n, s in SECRETS.items()}
+
+
+@asynccontextmanager
+async def running_fleet(names: Iterable[str] = NAMES) -> AsyncIterator[Fleet]:
+    """The demo services ``names`` on ephemeral ports with their test secrets, stopped
+    afterwards (the fleet fixture of the end-to-end autonomy tests)."""
+    fleet = Fleet.ephemeral(list(names), {n: SECRETS[n] for n in names})
+    await fleet.start()
+    try:
+        yield fleet
+    finally:
+        await fleet.stop()
 
 
 def acting_config(

@@ -16,7 +16,7 @@ from agents.events import INCIDENT_OPENED, Event
 from bot.config import Config
 from demo.fleet import Fleet
 from storage.base import Incident, MetricSample, ProbeRecord
-from tests.acting_fleet import SECRETS, acting_config
+from tests.acting_fleet import acting_config, running_fleet
 from tests.support import Stack
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -24,12 +24,8 @@ EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 @pytest.fixture
 async def fleet() -> AsyncIterator[Fleet]:
-    fleet = Fleet.ephemeral(["email-blast"], {"email-blast": SECRETS["email-blast"]})
-    await fleet.start()
-    try:
+    async with running_fleet(["email-blast"]) as fleet:
         yield fleet
-    finally:
-        await fleet.stop()
 
 
 async def opened(stack: Stack, name: str = "email-blast") -> Incident:

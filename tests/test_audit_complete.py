@@ -23,7 +23,7 @@ from bot.cli_approvals import decide_at_terminal
 from bot.runtime import Runtime, RuntimeOptions
 from bot.settings import Settings
 from demo.fleet import Fleet
-from tests.acting_fleet import ENV, NAMES, SECRETS, acting_config, secret_env
+from tests.acting_fleet import ENV, acting_config, running_fleet, secret_env
 from tests.pg_roles import runtime_role
 from tests.services import database_url
 from tests.support import eventually
@@ -35,12 +35,8 @@ FINAL = ("verified", "failed")
 
 @pytest.fixture
 async def fleet() -> AsyncIterator[Fleet]:
-    fleet = Fleet.ephemeral(NAMES, SECRETS)
-    await fleet.start()
-    try:
+    async with running_fleet() as fleet:
         yield fleet
-    finally:
-        await fleet.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -20,18 +20,14 @@ from agents.events import (
 from bot.runtime import Runtime, RuntimeOptions
 from bot.settings import Settings
 from demo.fleet import Fleet
-from tests.acting_fleet import ENV, NAMES, SECRETS, acting_config
+from tests.acting_fleet import ENV, acting_config, running_fleet
 from tests.support import eventually
 
 
 @pytest.fixture
 async def fleet() -> AsyncIterator[Fleet]:
-    fleet = Fleet.ephemeral(NAMES, SECRETS)
-    await fleet.start()
-    try:
+    async with running_fleet() as fleet:
         yield fleet
-    finally:
-        await fleet.stop()
 
 
 @pytest.fixture
