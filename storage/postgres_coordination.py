@@ -67,7 +67,7 @@ _ANNOUNCED = """
     SELECT p.name, e.payload FROM unnest($1::text[]) AS p(name)
     CROSS JOIN LATERAL (
         SELECT payload FROM events WHERE project = p.name AND type = $2
-        ORDER BY ts DESC, seq DESC LIMIT 1) e"""
+        ORDER BY seq DESC LIMIT 1) e"""
 
 
 class PostgresCoordination:

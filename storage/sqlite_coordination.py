@@ -36,7 +36,7 @@ _RENEW = f"UPDATE leases SET expires_us = :until WHERE owner = :me AND {_LIVE} R
 _RELEASE_ALL = "UPDATE leases SET owner = NULL, expires_us = NULL WHERE owner = :me"
 _ANNOUNCED = """
     SELECT p.value, (SELECT payload FROM events e WHERE e.project = p.value AND e.type = :type
-                     ORDER BY e.ts_us DESC, e.seq DESC LIMIT 1)
+                     ORDER BY e.seq DESC LIMIT 1)
     FROM json_each(:names) p"""
 
 

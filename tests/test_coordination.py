@@ -337,3 +337,21 @@ async def test_once_runs_a_job_on_one_replica(open_replica: OpenReplica) -> None
     assert not await keepers[1].once("digest:outreach", "2026-11-24")
     with pytest.raises(ValueError, match="period"):
         await keepers[0].once_per("retention", "week")
+
+
+async def test_the_last_announcement_is_the_last_written_whatever_its_clock(
+    open_replica: OpenReplica,
+) -> None:
+    # A replica running 6 minutes fast announced "down"; the correct replica that took
+    # the project over announced "healthy" after it, stamped 5 minutes earlier.  The later
+    # write is the announcement in force (issue 10: clock skew).
+    store = await open_replica()
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def status(to: str, at: datetime) -> Event:
+        payload = {"from": "x", "to": to, "reason": "", "probe": {"latency_ms": math.nan}}
+        return Event(PROJECT_STATUS_CHANGED, at, "t", payload, "a")
+
+    await store.append_events([status("down", t0 + timedelta(minutes=6))])
+    await store.append_events([status("healthy", t0 + timedelta(minutes=1))])
+    assert await store.announced_statuses(["a"]) == {"a": "healthy"}
