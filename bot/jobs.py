@@ -16,6 +16,8 @@ Slack there is nowhere to post it, and nothing is claimed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -130,6 +132,8 @@ class JobScheduler:
         self._runtime = runtime
         self._groups = groups or (lambda: sorted(runtime.config.orchestrators))
         self._scheduler: AsyncIOScheduler | None = None
+        self._running: set[asyncio.Task[object]] = set()  # job runs in progress
+        self._stopping = False
         self.approvals = ApprovalExpiry(runtime.store, wake=runtime.relay.wake)
         self.digests = DigestJob(
             runtime.store, lambda: runtime.config, runtime.clock, runtime.replica_id,
@@ -161,8 +165,9 @@ class JobScheduler:
                 at = settings.at
                 when = CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.zone)
                 self._scheduler.add_job(
-                    self.digest, when, args=[group], id=f"digest:{group}", coalesce=True,
-                    max_instances=1, misfire_grace_time=int(CATCH_UP.total_seconds()),
+                    self._tracked(self.digest), when, args=[group], id=f"digest:{group}",
+                    coalesce=True, max_instances=1,
+                    misfire_grace_time=int(CATCH_UP.total_seconds()),
                 )  # fmt: skip
 
     def _every(
@@ -172,18 +177,47 @@ class JobScheduler:
         ``soon``: its first run shortly after start, not one whole interval later."""
         assert self._scheduler is not None
         first = {"next_run_time": datetime.now(UTC) + FIRST_RUN_AFTER} if soon else {}
-        self._scheduler.add_job(job, "interval", seconds=every.total_seconds(), id=name,
-                                coalesce=True, max_instances=1, **first)  # fmt: skip
+        self._scheduler.add_job(self._tracked(job), "interval", id=name,
+                                seconds=every.total_seconds(), coalesce=True, max_instances=1,
+                                **first)  # fmt: skip
 
     @property
     def scheduler(self) -> AsyncIOScheduler | None:
         """The running APScheduler (None before start and after stop)."""
         return self._scheduler
 
+    def _tracked(self, job: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """``job`` as APScheduler runs it: remembered while it runs, so ``stop`` can end it
+        and wait for it.  APScheduler's own shutdown cancels running jobs without waiting
+        and logs each cancellation as a failed job, a traceback on every deploy."""
+
+        @functools.wraps(job)
+        async def run(*args: object) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await job(*args)
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                # Ended by stop(): every job is idempotent and the next start catches up.
+            finally:
+                self._running.discard(task)
+
+        return run
+
     async def stop(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
+        """Stop scheduling, end the job runs in progress and wait until they have ended."""
+        if self._scheduler is None:
+            return
+        self._stopping = True
+        self._scheduler.shutdown(wait=False)  # no new runs; cancels the runs in progress
+        self._scheduler = None
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def retention(self) -> None:
         """Roll up finished hours and apply retention, once per hour fleet-wide."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,3 +222,39 @@ async def test_a_refused_upload_is_retried_not_lost() -> None:
         await r.outbox.settle()
         assert len(r.fake.uploads) == 1 and len(r.fake.calls_to("chat.postMessage")) == 1
         assert {row.state for row in await store.slack_rows()} == {"sent"}
+
+
+async def test_stop_ends_a_running_job_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    # A deploy stops orch while the bucket roll-up runs: the run is ended and awaited,
+    # and APScheduler does not log it as a failed job (a traceback on every deploy).
+    clock = FakeClock(DAY1)
+    store = SQLiteStore(":memory:", clock=clock)
+    await store.open()
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def roll_up_buckets() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # a run that is still going when stop comes
+        finally:
+            ended.set()
+
+    runtime = SimpleNamespace(
+        store=store, config=config(), clock=clock, replica_id="r1", slack_outbox=None,
+        relay=SimpleNamespace(wake=lambda: None),
+        retention=SimpleNamespace(roll_up_buckets=roll_up_buckets),
+    )  # fmt: skip
+    jobs = JobScheduler(runtime)  # type: ignore[arg-type]
+    jobs.start()
+    try:
+        assert jobs.scheduler is not None
+        jobs.scheduler.get_job("buckets").modify(next_run_time=datetime.now(UTC))
+        await asyncio.wait_for(started.wait(), 10)
+        with caplog.at_level(logging.INFO, logger="apscheduler"):
+            await jobs.stop()
+        assert ended.is_set()  # ended and awaited before stop returned
+        assert jobs.scheduler is None
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        await jobs.stop()
+        await store.close()
