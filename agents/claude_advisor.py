@@ -34,6 +34,11 @@ for 5 min; then one probe).  A well-formed answer that is not a valid analysis i
 breaker failure: a log line that talks Claude out of the tool must not switch Claude
 off for the whole fleet.
 
+Requests are capped at ``calls_per_minute`` (``CALLS_PER_MINUTE`` by default) in any 60 s
+of the injected clock (``agents.call_cap``): in an alert storm hundreds of incidents
+escalate at once, and beyond the cap the rule engine explains them ("call_cap"), so a
+storm costs a few calls a minute, not one per incident (tests/test_alert_storm.py).
+
 Tokens, latency (the injected clock) and cost go into every result that got an answer.
 Cost: ``MODELS`` holds Anthropic's list prices per million tokens (December 2026) for
 the models orch expects; a dated snapshot (``…-20260928``) is priced as its model; any
@@ -60,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from agents.analysis_context import AnalysisContext, LogLine, MetricSummary
 from agents.analysis_schema import TOOL_NAME, AnalysisInvalid, AnalysisOutput, tool_schema, validate
+from agents.call_cap import CallCap
 from agents.circuit_breaker import CircuitBreaker
 from agents.clock import Clock
 from agents.redact import redact
@@ -82,6 +88,7 @@ TOOL_DESCRIPTION: Final = (
     "Report your analysis of the incident. Call exactly once; the input is the whole answer."
 )
 ERROR_CHARS: Final = 300
+CALLS_PER_MINUTE: Final = 10  # requests in any 60 s; beyond, the rule engine answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +288,14 @@ class ClaudeAdvisor:
         max_retries: int = MAX_RETRIES,
         breaker: CircuitBreaker | None = None,
         deadline_s: float | None = None,
+        calls_per_minute: int = CALLS_PER_MINUTE,
     ) -> None:
         self.model = model
         self.clock = clock
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.breaker = breaker or CircuitBreaker(clock)
+        self.cap = CallCap(clock, calls_per_minute, 60.0)
         self.deadline_s = (
             deadline_s
             if deadline_s is not None
@@ -366,6 +375,14 @@ class ClaudeAdvisor:
                 "Claude is switched off after repeated failures "
                 f"(circuit open, next try in {self.breaker.retry_in_s:.0f} s)",
                 "circuit_open",
+            )
+        if not self.cap.take():
+            self.breaker.release()  # a half-open turn this call took goes back
+            return self._unavailable(
+                ctx,
+                f"Claude's cap of {self.cap.limit} calls a minute is reached (many incidents"
+                f" at once); next call in {self.cap.retry_in_s:.0f} s",
+                "call_cap",
             )
         started = self.clock.monotonic()
         verdict = False
@@ -486,7 +503,10 @@ class ClaudeAdvisor:
     ) -> ClaudeResult:
         latency_ms = 0.0 if started is None else (self.clock.monotonic() - started) * 1000
         self.outcomes[reason] += 1
-        level = logging.DEBUG if reason == "not_configured" else logging.WARNING
+        # Capped is working as meant (a storm), not a fault of Claude's.
+        level = {"not_configured": logging.DEBUG, "call_cap": logging.INFO}.get(
+            reason, logging.WARNING
+        )
         log.log(level, "claude: analysis of %s unavailable (%s)", ctx.project, reason)
         error = f"{UNAVAILABLE}: {redact(message)[:ERROR_CHARS]}"
         return ClaudeResult(None, error, self.model, latency_ms=latency_ms)

@@ -68,7 +68,7 @@ from bot.cards import ApprovalView, IncidentCardView, TimelineEntry
 from bot.config import Config
 from bot.dependency_cards import DependencyCards, posts_own_card
 from bot.render import render_blocks
-from bot.storm import STORM_AFTER, STORM_WINDOW_S, incident_line
+from bot.storm import STORM_AFTER, STORM_LINE, STORM_WINDOW_S, incident_line
 from storage.autonomy_store import Approval
 from storage.base import Incident, Store
 from storage.slack_store import Kind, NewSlackMessage, SlackCard, card_key
@@ -340,10 +340,13 @@ class SlackNotifier:
         self, event: Event, incident: Incident, card: SlackCard | None, channel: str
     ) -> NewSlackMessage:
         entry = TimelineEntry.from_event(event, self._oncall(incident.project))
+        payload: dict[str, Any] = {}
         if card is not None and card.folded:
-            # The storm message's thread holds several incidents' lines: say whose.
+            # The storm message's thread holds several incidents' lines: say whose.  Marked,
+            # so the outbox sends the lines queued for that thread together (bot.storm).
             entry = replace(entry, headline=f"{incident.project}: {entry.headline}")
-        payload = {"message": render_blocks("timeline_line.json.j2", entry=entry)}
+            payload[STORM_LINE] = card.storm_id
+        payload["message"] = render_blocks("timeline_line.json.j2", entry=entry)
         key = f"{event.id}:reply:{incident.id}"
         return self._message(channel, "thread_reply", key, payload, incident, event)
 

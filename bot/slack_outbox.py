@@ -8,7 +8,8 @@ itself.  The store keeps the pacing: after a write a channel waits ``per_channel
 (about 1 message/s per channel, Slack's own limit for chat.postMessage), fleet-wide.
 Besides incident cards, their edits and thread lines, and storm messages, it posts
 messages of their own (the digest, a chart's caption: kind ``message``) and the files
-that follow them (kind ``upload``, ``bot.slack_upload``).
+that follow them (kind ``upload``, ``bot.slack_upload``).  Lines in a storm message's
+thread go out batched, up to 20 a message (``bot.storm.storm_batch``).
 
 What each failure does (``bot.slack_failures.classify``); a row is never deleted:
 
@@ -51,7 +52,7 @@ from agents.lifecycle import cancel_and_wait
 from bot.render import TemplateOutputError
 from bot.slack_failures import Failure, classify
 from bot.slack_upload import upload_file
-from bot.storm import STORM_WINDOW_S, render_storm
+from bot.storm import STORM_LINE, STORM_WINDOW_S, render_storm, storm_batch
 from storage.base import Store
 from storage.slack_store import SlackOutboxRow
 
@@ -112,6 +113,8 @@ class SlackOutbox:
         self._auth_problem: str | None = None
         self._auth_failures = 0
         self._problems: dict[str, str] = {}  # channel -> what is wrong there now
+        # row id -> storm thread lines sent along with it (bot.storm.storm_batch)
+        self._batched: dict[int, list[SlackOutboxRow]] = {}
         self.stats = {"sent": 0, "deferred": 0, "failed": 0, "folded": 0}
         # Failed Web API calls by ``Failure.kind`` (rate_limited = 429), for telemetry.
         self.api_errors: Counter[str] = Counter()
@@ -241,12 +244,16 @@ class SlackOutbox:
         except (TemplateOutputError, SlackRequestError) as exc:  # retrying cannot help
             await self._done(row, "failed", f"{type(exc).__name__}: {str(exc)[:200]}")
             return
+        finally:
+            batched = self._batched.pop(row.id, [])
         if answer is None:
             return  # settled without a call (folded, or failed for want of a card)
         await self._store.slack_mark_sent(
             row.id, self.owner, ts=answer.get("ts"), posted_channel=answer.get("channel"),
             pace_s=self._interval,
         )  # fmt: skip
+        for mate in batched:  # after the pacing is set: their release changes nothing
+            await self._done(mate, "folded", f"sent with row {row.id}")
         self.stats["sent"] += 1
         self._problems.pop(row.channel, None)
         self._auth_problem, self._auth_failures = None, 0
@@ -284,6 +291,8 @@ class SlackOutbox:
                 return None
             response = await self._api.chat_update(channel=card.channel, ts=card.ts, **message)
         else:
+            if row.payload.get(STORM_LINE) is not None:  # lines queued behind it go along
+                message, self._batched[row.id] = await storm_batch(self._store, row, message)
             response = await self._api.chat_postMessage(
                 channel=card.channel, thread_ts=card.thread_ts, **message
             )

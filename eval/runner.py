@@ -94,6 +94,7 @@ async def run_claude(scenarios: Sequence[Scenario], settings: Any) -> list[Outco
         base_url=settings.anthropic_base_url,
         model=settings.claude_model,
         clock=SystemClock(),
+        calls_per_minute=len(scenarios),  # the storm cap must not turn scenarios into rules
     )
     gate = asyncio.Semaphore(CLAUDE_CONCURRENCY)
 

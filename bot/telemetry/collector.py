@@ -31,7 +31,7 @@ T = TypeVar("T")
 DEPTH_CAP = 1000
 REFRESH_TIMEOUT_S = 2.0
 # Claude outcomes that mean no request went out (agents.claude_advisor reasons).
-CLAUDE_NOT_SENT = frozenset({"not_configured", "prompt", "circuit_open"})
+CLAUDE_NOT_SENT = frozenset({"not_configured", "prompt", "circuit_open", "call_cap"})
 LATENESS_QUANTILES = (0.5, 0.9, 0.99)
 
 
