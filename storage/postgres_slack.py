@@ -35,6 +35,7 @@ from storage.slack_store import (
     SlackStorm,
     check_done_state,
     check_enqueue,
+    head_order,
     storm_folds,
 )
 
@@ -43,6 +44,11 @@ _COLUMNS = (
     " o.attempts, o.order_at, o.not_before, o.created, o.sent_at, o.ts, o.last_error"
 )
 _SECONDS = "* interval '1 second'"
+_NEW_TOP_LEVEL = """(o.kind = 'storm' AND NOT EXISTS (
+        SELECT 1 FROM slack_storms s WHERE s.id = o.storm_id AND s.ts IS NOT NULL))
+    OR (o.kind = 'post_card'
+    AND NOT (o.payload::jsonb ? 'thread_of')
+    AND NOT coalesce(o.payload::jsonb -> 'message' ? 'thread_ts', false))"""
 _DUE_ROW = f"o.state = 'pending' AND o.not_before <= now() AND {READY_SQL}"
 _CLAIM_CHANNELS = f"""
     WITH due AS (
@@ -56,7 +62,7 @@ _CLAIM_CHANNELS = f"""
 _HEADS = f"""
     SELECT h.* FROM unnest($1::text[]) AS ch(name) CROSS JOIN LATERAL (
         SELECT {_COLUMNS} FROM slack_outbox o WHERE o.channel = ch.name AND {_DUE_ROW}
-        ORDER BY o.order_at, o.id LIMIT 1) h"""
+        ORDER BY {head_order(_NEW_TOP_LEVEL, "order_at")} LIMIT 1) h"""
 _INSERT = """
     INSERT INTO slack_outbox (channel, kind, incident_id, storm_id, dedupe_key, payload, state,
                               order_at, not_before, created)

@@ -52,6 +52,20 @@ READY_SQL: Final = """(o.kind IN ('post_card', 'storm', 'message')
     OR NOT EXISTS (SELECT 1 FROM slack_messages m WHERE m.incident_id = o.incident_id))"""
 
 
+# Both stores' order of a channel's ready rows: new top-level messages first (a new card
+# or a storm message not posted yet, not one posted into a thread; a posted storm's edits
+# keep their place, or a storm's thread lines wait behind its edits), then everything
+# else in event order.  An incident's own writes keep their order whatever jumps ahead:
+# its card is its first write, and its updates and replies wait for the card's ts
+# (READY_SQL); a card posted into a thread (an approval) keeps its place among the
+# thread's replies.  Why: a channel sends about one write a second, and a new outage's
+# card queued behind other incidents' replies and edits reached Slack seconds late
+# (detection bench: status change -> card p99 5.9 s).  ``new_first`` is the dialect's
+# test of "new top-level" on the row ``o`` (its payload is JSON text in both stores).
+def head_order(new_first: str, order_column: str) -> str:
+    return f"(CASE WHEN {new_first} THEN 0 ELSE 1 END), o.{order_column}, o.id"
+
+
 def card_key(incident_id: str) -> str:
     """The dedupe key of an incident's card: one post per incident, ever."""
     return f"card:{incident_id}"

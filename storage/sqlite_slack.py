@@ -29,6 +29,7 @@ from storage.slack_store import (
     SlackStorm,
     check_done_state,
     check_enqueue,
+    head_order,
     storm_folds,
 )
 from storage.sqlite_codec import TIME, opt_from_us, to_us
@@ -37,6 +38,11 @@ _COLUMNS = (
     "id, channel, kind, dedupe_key, payload, incident_id, storm_id, state, attempts,"
     " order_us, not_before_us, created_us, sent_at_us, ts, last_error"
 )
+_NEW_TOP_LEVEL = """(o.kind = 'storm' AND NOT EXISTS (
+        SELECT 1 FROM slack_storms s WHERE s.id = o.storm_id AND s.ts IS NOT NULL))
+    OR (o.kind = 'post_card'
+    AND json_extract(o.payload, '$.thread_of') IS NULL
+    AND json_extract(o.payload, '$.message.thread_ts') IS NULL)"""
 _DUE_ROW = f"o.state = 'pending' AND o.not_before_us <= :now AND {READY_SQL}"
 _DUE_CHANNELS = f"""
     SELECT c.channel FROM slack_channels c
@@ -44,7 +50,7 @@ _DUE_CHANNELS = f"""
       AND EXISTS (SELECT 1 FROM slack_outbox o WHERE o.channel = c.channel AND {_DUE_ROW})
     ORDER BY c.not_before_us, c.channel LIMIT :limit"""
 _HEAD = f"""SELECT {_COLUMNS} FROM slack_outbox o WHERE o.channel = :channel AND {_DUE_ROW}
-    ORDER BY o.order_us, o.id LIMIT 1"""
+    ORDER BY {head_order(_NEW_TOP_LEVEL, "order_us")} LIMIT 1"""
 _INSERT = """
     INSERT INTO slack_outbox (channel, kind, incident_id, storm_id, dedupe_key, payload, state,
                               order_us, not_before_us, created_us)

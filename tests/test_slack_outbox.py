@@ -223,10 +223,12 @@ async def test_network_error_and_500_back_off_and_keep_order() -> None:
                 await r.advance(0.1)
                 assert r.posted() == ["card i1"]
                 await r.advance(2)
-                assert r.posted() == ["card i1", "reply i1 1", "card i2"]
+                # i2's new card goes before i1's thread reply (new outages first); i1's
+                # own writes keep their order.
+                assert r.posted() == ["card i1", "card i2", "reply i1 1"]
                 (row,) = await r.store.slack_rows(state="sent", limit=1)
                 assert row.attempts == 2 and row.ts is not None
-                assert r.fake.calls[2].params["thread_ts"] == row.ts
+                assert r.fake.calls[3].params["thread_ts"] == row.ts
                 assert r.outbox.health() == "ok" and await r.pending() == 0
         finally:
             await proxy.stop()
@@ -297,7 +299,7 @@ async def test_pending_writes_survive_a_restart(tmp_path: Path) -> None:
             second.failures = 1
             assert await second.pending() == 3
             await second.advance(3)
-            assert second.posted() == ["card i1", "reply i1 1", "card i2"]
+            assert second.posted() == ["card i1", "card i2", "reply i1 1"]  # new cards first
             assert await second.pending() == 0
     finally:
         await fake.stop()

@@ -1015,18 +1015,39 @@ async def test_slack_enqueue_is_idempotent_and_claims_in_order_one_per_channel(
 
     await store.slack_mark_sent(row.id, "me", ts="111.1", posted_channel="C0A")
     assert await store.slack_card("i1") == SlackCard("i1", "C0A", "111.1", "111.1")
-    # The reply's card has a ts now, and it is older than i2's card.
-    (reply,) = await store.slack_claim("other")
-    assert reply.dedupe_key == "e1:reply"
-    await store.slack_mark_sent(reply.id, "other", ts="111.2")
+    # The reply's card has a ts now, and the reply is older than i2's card; but a new
+    # outage's card goes first (head_order), the reply after it.
     (card2,) = await store.slack_claim("other")
     assert card2.dedupe_key == card_key("i2")
+    await store.slack_mark_sent(card2.id, "other", ts="111.2")
+    (reply,) = await store.slack_claim("other")
+    assert reply.dedupe_key == "e1:reply"
     await store.slack_release("me")
     b_row = (await store.slack_claim("other"))[0]
     assert b_row.channel == "#b"
     sent = await store.slack_rows(state="sent")
-    assert [r.dedupe_key for r in sent] == [card_key("i1"), "e1:reply"]
+    assert [r.dedupe_key for r in sent] == [card_key("i1"), card_key("i2")]
     assert sent[0].ts == "111.1" and sent[0].sent_at is not None
+
+
+async def test_a_card_posted_into_a_thread_keeps_its_place_in_the_thread(store: Store) -> None:
+    # An approval card threads under its incident's card: it is not a new outage, so it
+    # does not jump ahead of the thread's earlier reply (only top-level cards do).
+    await store.slack_enqueue([slack_msg("post_card", card_key("i1"), "i1")])
+    (card1,) = await store.slack_claim("me")
+    await store.slack_mark_sent(card1.id, "me", ts="111.1", posted_channel="C0A")
+    await store.slack_enqueue([
+        slack_msg("thread_reply", "e1:reply", "i1", seconds=1),
+        slack_msg("post_card", card_key("a1"), "a1", seconds=2, thread_of="i1"),
+        slack_msg("post_card", card_key("a2"), "a2", seconds=3,
+                  message={"text": "x", "thread_ts": "111.1"}),
+    ])  # fmt: skip
+    order = []
+    for _ in range(3):
+        (row,) = await store.slack_claim("me")
+        order.append(row.dedupe_key)
+        await store.slack_mark_sent(row.id, "me", ts=f"111.{len(order) + 1}")
+    assert order == ["e1:reply", card_key("a1"), card_key("a2")]
 
 
 async def test_slack_update_waits_for_its_card(store: Store) -> None:
