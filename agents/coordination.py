@@ -4,7 +4,10 @@ Each replica runs one ``LeaseKeeper``.  Every ``ttl/3`` it beats:
 
 1. heartbeat: its replica row lives for one ``ttl``; the store returns the live count;
 2. fair share: ``ceil(names / live)``;
-3. renew what it holds (a lease that expired meanwhile is lost, not renewed);
+3. renew what it holds (a lease that expired meanwhile is lost, not renewed): every
+   lease the replica owns, its projects and the locks its agents took for work in flight
+   (the executor's ``act:<project>`` and slots, the Auto-Fixer's decision leases), so
+   those live exactly as long as the replica beats (``ActionExecutor.renewed_by_heartbeat``);
 4. hand back what exceeds the share by more than a small slack (so a replica that just
    joined gets its part at its next beat), *after* ``on_change`` has stopped the work;
 5. take free or expired leases up to the share;

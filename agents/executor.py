@@ -7,8 +7,8 @@ recommendation once approved).  For one action:
    action no longer allowed, now needing approval, no secret or command: ``failed``
    without calling anything);
 2. take the project lock ``act:<project>`` and one of the fleet-wide
-   ``remediation-slot:<i>`` leases (``max_concurrent_remediations``); when either is
-   busy nothing is claimed and the sweep tries again later;
+   ``remediation-slot:<i>`` leases (``agents.executor_leases``); when either is busy
+   nothing is claimed and the sweep tries again later;
 3. claim the row (compare-and-set to ``running``), count a restart against the budget
    unless the Auto-Fixer already took it, and call ``/control`` once, signed, with the
    action id as idempotency key (or run the configured command);
@@ -19,20 +19,28 @@ recommendation once approved).  For one action:
 5. re-probe every ``verify_interval`` until the project is healthy (``verified``) or
    ``verify_timeout`` passes (``failed``), then write the audit row.
 
-Every state change commits with its event (``storage.execution_store``); the relay is
-woken after each.  An action left ``running``/``verifying`` by a replica that died (its
-project lock expired) is taken over by any replica's sweep: its outcome is unknown, so it
-is verified by probing, never called again.
+Every state change commits with its event (``agents.executor_records``).  An action left
+``running``/``verifying`` by an executor that stopped or died (its project lock free or
+expired) is taken over by any replica's sweep: it is verified by probing, never called
+again.
+
+Stopping (SIGTERM, ``stop``): nothing new is claimed; a ``/control`` call in flight is
+let finish (it is bounded by the project's ``control_timeout``, and the grace is longer)
+and its answer recorded; verification is not worth holding a shutdown for, so it is
+handed back at once: the action stays ``verifying`` and another replica's sweep takes it
+over.  Should the grace run out all the same, the call is abandoned and the row stays
+``running``: the replica that takes it over records the outcome as unknown ("stopped
+during the call"), reads ``/health`` and ``/status``, and verifies; it never re-sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
 
 from agents.bus import EventBus
 from agents.clock import Clock, sleep_or_wake
@@ -45,50 +53,40 @@ from agents.events import (
     APPROVAL_GRANTED,
     Event,
 )
-from agents.executor_calls import ProbeFn, ProjectCalls, SessionRef, probe_timeout
+from agents.executor_calls import ProbeFn, ProjectCalls, SessionRef
+from agents.executor_leases import ExecutorLeases, lease_ttl, lock_name, slot_names
+from agents.executor_records import SOURCE, ActionRecords
 from agents.lifecycle import cancel_and_wait
 from agents.probe_result import ProbeResult
 from agents.redact import redact
 from bot.config import Config, Project
-from storage.autonomy_store import AuditEntry
 from storage.base import Store
 from storage.execution_store import APPROVED, FAILED, RUNNING, VERIFIED, VERIFYING
-from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest
+from storage.operations_store import REQUESTED, ActionRequest
+
+__all__ = ["SOURCE", "ActionExecutor", "lease_ttl", "lock_name", "runnable", "slot_names"]
 
 log = logging.getLogger(__name__)
 
-SOURCE: Final = "executor"
 ROLE: Final = "executor"
-LOCK_PREFIX: Final = "act:"
-SLOT_PREFIX: Final = "remediation-slot:"
-LEASE_MARGIN_S: Final = 30.0
 SWEEP_REQUESTED_LIMIT: Final = 1000
-ACTOR_KIND: Final = {"user": "user", "operator": "operator", "autofix": "agent", "rules": "agent",
-                     "claude": "claude"}  # fmt: skip
+# Beyond the longest control_timeout: the call's own 1 s belt, then recording its answer.
+CALL_MARGIN_S: Final = 5.0
 
 
 def runnable(action: ActionRequest) -> bool:
     return (action.state == REQUESTED and not action.needs_approval) or action.state == APPROVED
 
 
-def lock_name(project: str) -> str:
-    return f"{LOCK_PREFIX}{project}"
+def stop_grace_for(config: Config) -> float:
+    """Long enough for any /control call in flight to end (answered or timed out) and be
+    recorded."""
+    longest = max((p.policy.control_timeout for p in config.projects), default=10.0)
+    return longest + CALL_MARGIN_S
 
 
-def slot_names(slots: int) -> list[str]:
-    return [f"{SLOT_PREFIX}{i}" for i in range(slots)]
-
-
-def lease_ttl(project: Project) -> float:
-    """Long enough for the call, the check after an unknown outcome, the verification and
-    its last probe, with a margin."""
-    policy = project.policy
-    return (
-        policy.control_timeout
-        + policy.verify_timeout
-        + 3 * probe_timeout(project)
-        + (LEASE_MARGIN_S)
-    )
+class _HandBack(Exception):
+    """Stopping: this action's verification is left to another replica."""
 
 
 class ActionExecutor:
@@ -104,28 +102,44 @@ class ActionExecutor:
         clock: Clock,
         wake: Callable[[], None],
         sweep_interval: float = 5.0,
-        stop_grace: float = 15.0,
+        stop_grace: float | None = None,
         command_env: Mapping[str, str] | None = None,
     ) -> None:
         """``session``: the shared aiohttp session, or a callable returning it (the
         runtime opens it at start).  ``probe``: ``ProbeClient(session, clock).probe``.
         ``secret_for``: a project's /control secret (``bot.secrets.control_secret``).
         ``wake``: the outbox relay's.  ``replica_id`` owns the leases and is stored as
-        the action's ``executor``."""
+        the action's ``executor``.  ``stop_grace``: how long ``stop`` lets calls in flight
+        finish (None: the longest ``control_timeout`` plus a margin)."""
         self._store = store
         self._config = config
         self._calls = ProjectCalls(session, probe, secret_for, clock, command_env)
+        self._records = ActionRecords(store, clock, wake, replica_id)
+        self._leases = ExecutorLeases(store, replica_id)
         self.replica_id = replica_id
         self._clock = clock
         self._wake = wake
         self._sweep_interval = sweep_interval
         self._stop_grace = stop_grace
         self._tasks: dict[str, asyncio.Task[ActionRequest | None]] = {}
+        self._verifying: dict[str, asyncio.Task[object]] = {}  # handed back at stop
         self._kick = asyncio.Event()
         self._deferred = False  # an action waited for a lock or slot: sweep when one frees
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
-        self.finished: Counter[tuple[str, str]] = Counter()  # (action, outcome) -> count
+
+    def renewed_by_heartbeat(self, ttl_s: float) -> None:
+        """This replica's ``LeaseKeeper`` renews every lease the replica owns each
+        ``ttl_s / 3`` (``agents.coordination``): take the project lock and slot for
+        ``ttl_s`` only, so a replica that dies mid-call (SIGKILL, past the platform's
+        grace) frees them within one ``ttl_s``, and another replica takes its action over
+        then, instead of after the whole call-and-verify budget (``lease_ttl``)."""
+        self._leases.heartbeat_ttl = ttl_s
+
+    @property
+    def finished(self) -> Counter[tuple[str, str]]:
+        """(action, outcome) -> count of actions this executor finished (/metrics)."""
+        return self._records.finished
 
     # -- wiring and lifecycle ----------------------------------------------------------
     def register(self, bus: EventBus) -> None:
@@ -137,19 +151,33 @@ class ActionExecutor:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="executor-sweep")
 
     async def stop(self) -> None:
-        """Stop sweeping; let running actions finish for up to ``stop_grace`` seconds, then
-        cancel them (their leases are released; the row stays ``running``/``verifying``
-        and another replica's sweep takes it over, verifying without calling again)."""
+        """Take nothing new; hand verifications back at once; let /control calls in
+        flight finish and be recorded within the grace, then cancel what is left (its
+        leases are released; another replica's sweep takes the action over, verifying
+        without calling again)."""
         self._stopping = True
         await cancel_and_wait(self._sweeper)
         self._sweeper = None
         tasks = list(self._tasks.values())
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=self._stop_grace)
+        grace = self._stop_grace if self._stop_grace is not None else stop_grace_for(self._config())
+        handed_back = list(self._verifying.values())
+        for task in handed_back:
+            task.cancel()
+        log.info(
+            "executor %s stopping: %d action(s) in flight; %d verification(s) handed back,"
+            " the rest finish their call and are recorded (up to %g s)",
+            self.replica_id, len(tasks), len(handed_back), grace,
+        )  # fmt: skip
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            log.warning("executor %s: %d call(s) abandoned after %g s; another replica "
+                        "verifies them and never sends them again",
+                        self.replica_id, len(pending), grace)  # fmt: skip
 
     def submit(self, action_id: str) -> asyncio.Task[ActionRequest | None] | None:
         """Run ``action_id`` in the background (once per process at a time)."""
@@ -204,6 +232,19 @@ class ActionExecutor:
             return  # its approval.granted will bring it
         self.submit(action_id)
 
+    @contextlib.contextmanager
+    def _handed_back_on_stop(self, action_id: str) -> Iterator[None]:
+        """Around checks and verification (never around a /control call): ``stop``
+        cancels them, and none starts once stopping."""
+        task = asyncio.current_task()
+        if self._stopping or task is None:
+            raise _HandBack()
+        self._verifying[action_id] = task
+        try:
+            yield
+        finally:
+            self._verifying.pop(action_id, None)
+
     # -- one action ------------------------------------------------------------------
     async def run(self, action_id: str) -> ActionRequest | None:
         """Run the action if it is runnable (or take it over if its executor died);
@@ -214,16 +255,19 @@ class ActionExecutor:
             return await self._run(action_id, claimed)
         except asyncio.CancelledError:
             raise
+        except _HandBack:
+            log.info("action %s: verification handed back (stopping)", action_id)
+            return None
         except Exception as exc:
             log.exception("executing action %s failed", action_id)
             if not claimed:
                 return None
             error = redact(f"executor error: {type(exc).__name__}: {exc}")
             try:
-                final = await self._move(claimed[-1], [RUNNING, VERIFYING], FAILED,
-                                         ACTION_FAILED, error=error)  # fmt: skip
+                final = await self._records.move(claimed[-1], [RUNNING, VERIFYING], FAILED,
+                                                 ACTION_FAILED, error=error)  # fmt: skip
                 if final is not None:
-                    await self._audit(final)
+                    await self._records.audit(final)
                 return final
             except Exception:
                 log.exception("could not record the failure of action %s", action_id)
@@ -241,13 +285,17 @@ class ActionExecutor:
         project, refusal = self._authorised(config, action)
         if project is None:
             return await self._refuse(action, refusal)
-        held = await self._take_leases(project, config.defaults.max_concurrent_remediations)
+        held = await self._leases.take_for_action(
+            project, config.defaults.max_concurrent_remediations
+        )
         if held is None:
             self._deferred = True
             return None
         try:
+            if self._stopping:  # not claimed: the replica that takes over runs it
+                return None
             started = await self._store.start_action(
-                action.id, self.replica_id, self._event_for(ACTION_STARTED)
+                action.id, self.replica_id, self._records.event_for(ACTION_STARTED)
             )
             if started is None:
                 return None  # another executor claimed it first
@@ -260,7 +308,7 @@ class ActionExecutor:
                 )
             return await self._call_and_verify(project, started, claimed)
         finally:
-            await self._release(held)
+            await self._leases.release(held)
             if self._deferred:  # a lock and a slot just came free
                 self._kick.set()
 
@@ -270,23 +318,23 @@ class ActionExecutor:
         call = await self._calls.call(project, action)
         first: ProbeResult | None = None
         if call.outcome == "refused":
-            final = await self._move(action, [RUNNING], FAILED, ACTION_FAILED,
-                                     outcome="refused", error=call.detail)  # fmt: skip
+            final = await self._records.move(action, [RUNNING], FAILED, ACTION_FAILED,
+                                             outcome="refused", error=call.detail)  # fmt: skip
             if final is not None:
-                await self._audit(final, output=call.output)
+                await self._records.audit(final, output=call.output)
             return final
         if call.outcome == "accepted":
             extra = {"output": call.output[-1000:]} if call.output else {}
-            moved = await self._move(action, [RUNNING], VERIFYING, ACTION_SUCCEEDED,
-                                     outcome="accepted", extra=extra)  # fmt: skip
+            moved = await self._records.move(action, [RUNNING], VERIFYING, ACTION_SUCCEEDED,
+                                             outcome="accepted", extra=extra)  # fmt: skip
         else:
             check = await self._calls.check(project, call.detail)
             first = check.probe
             # Not action.succeeded (nothing confirmed it): the same "started" story, now
             # with its unknown outcome and what /health and /status said.
-            moved = await self._move(action, [RUNNING], VERIFYING, ACTION_STARTED,
-                                     outcome="unknown", error=check.error,
-                                     extra=check.payload)  # fmt: skip
+            moved = await self._records.move(action, [RUNNING], VERIFYING, ACTION_STARTED,
+                                             outcome="unknown", error=check.error,
+                                             extra=check.payload)  # fmt: skip
         if moved is None:
             log.warning("action %s was moved by someone else during its call", action.id)
             return None
@@ -303,9 +351,7 @@ class ActionExecutor:
             project: Project | None = config.project(action.project)
         except KeyError:
             project = None
-        ttl = lease_ttl(project) if project else LEASE_MARGIN_S
-        lock = lock_name(action.project)
-        if not await self._store.acquire_leases(self.replica_id, [lock], ttl, 1):
+        if not await self._leases.take_lock(action.project, self._leases.ttl(project)):
             return None  # its executor is still at work (or someone else took it over)
         try:
             current = await self._store.get_action(action.id)
@@ -315,26 +361,27 @@ class ActionExecutor:
             log.warning("action %s: taking over from executor %s", current.id, current.executor)
             if project is None:
                 error = f"{current.project} was removed from the config while {current.action} ran"
-                final = await self._move(current, [RUNNING, VERIFYING], FAILED, ACTION_FAILED,
-                                         error=error)  # fmt: skip
+                final = await self._records.move(current, [RUNNING, VERIFYING], FAILED,
+                                                 ACTION_FAILED, error=error)  # fmt: skip
                 if final is not None:
-                    await self._audit(final)
+                    await self._records.audit(final)
                 return final
             first = None
             if current.state == RUNNING:
                 why = f"executor {current.executor} stopped during the call"
-                check = await self._calls.check(project, why)
+                with self._handed_back_on_stop(current.id):
+                    check = await self._calls.check(project, why)
                 first = check.probe
-                moved = await self._move(current, [RUNNING], VERIFYING, ACTION_STARTED,
-                                         outcome="unknown", error=check.error,
-                                         extra=check.payload)  # fmt: skip
+                moved = await self._records.move(current, [RUNNING], VERIFYING, ACTION_STARTED,
+                                                 outcome="unknown", error=check.error,
+                                                 extra=check.payload)  # fmt: skip
                 if moved is None:
                     return None
                 current = moved
                 claimed.append(current)
             return await self._verify_and_close(project, current, first)
         finally:
-            await self._release([lock])
+            await self._leases.release([lock_name(action.project)])
 
     # -- deciding, calling, checking ---------------------------------------------------
     def _authorised(self, config: Config, action: ActionRequest) -> tuple[Project | None, str]:
@@ -357,101 +404,25 @@ class ActionExecutor:
         return project, ""
 
     async def _refuse(self, action: ActionRequest, why: str) -> ActionRequest | None:
-        final = await self._move(action, [action.state], FAILED, ACTION_FAILED, error=why)
+        final = await self._records.move(action, [action.state], FAILED, ACTION_FAILED, error=why)
         if final is not None:
             log.warning("action %s refused: %s", action.id, why)
-            await self._audit(final, decision="refused")
+            await self._records.audit(final, decision="refused")
         return final
 
     async def _verify_and_close(
         self, project: Project, action: ActionRequest, first: ProbeResult | None,
         output: str = "",
     ) -> ActionRequest | None:  # fmt: skip
-        healthy, why = await self._calls.verify(project, action, first)
+        with self._handed_back_on_stop(action.id):
+            healthy, why = await self._calls.verify(project, action, first)
         if healthy:
-            final = await self._move(action, [VERIFYING], VERIFIED, ACTION_VERIFIED)
+            final = await self._records.move(action, [VERIFYING], VERIFIED, ACTION_VERIFIED)
         else:
             error = f"still failing after {project.policy.verify_timeout:g} s: {why}"
-            final = await self._move(action, [VERIFYING], FAILED, ACTION_FAILED, error=error)
+            final = await self._records.move(action, [VERIFYING], FAILED, ACTION_FAILED,
+                                             error=error)  # fmt: skip
         if final is not None:
             log.info("action %s: %s on %s %s", final.id, final.action, final.project, final.state)
-            await self._audit(final, output=output)
+            await self._records.audit(final, output=output)
         return final
-
-    # -- store plumbing ---------------------------------------------------------------
-    def _event_for(
-        self, kind: str, *, error: bool = False, extra: dict[str, Any] | None = None
-    ) -> ActionEventFor:
-        def build(row: ActionRequest) -> Event:
-            payload: dict[str, Any] = {"action_id": row.id, "action": row.action,
-                                       "origin": row.origin}  # fmt: skip
-            if row.outcome:
-                payload["outcome"] = row.outcome
-            if error and row.error:
-                payload["error"] = row.error
-            payload.update(extra or {})
-            ts: datetime = row.finished_at or self._clock.now()
-            if kind == ACTION_STARTED and row.state == RUNNING and row.started_at:
-                ts = row.started_at
-            return Event(kind, ts, SOURCE, payload, row.project, row.incident_id)
-
-        return build
-
-    async def _move(
-        self,
-        action: ActionRequest,
-        from_states: Sequence[str],
-        to_state: str,
-        kind: str,
-        *,
-        outcome: str | None = None,
-        error: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> ActionRequest | None:
-        row = await self._store.move_action(
-            action.id, from_states, to_state,
-            self._event_for(kind, error=error is not None, extra=extra),
-            outcome=outcome, error=error,
-        )  # fmt: skip
-        if row is not None:
-            self._wake()
-        return row
-
-    async def _audit(self, final: ActionRequest, *, decision: str = "allowed",
-                     output: str = "") -> None:  # fmt: skip
-        # Every finished action passes here once: orch's /metrics counts them.
-        self.finished[final.action, "refused" if decision == "refused" else final.state] += 1
-        details: dict[str, Any] = {"outcome": final.outcome, "error": final.error,
-                                   "executor": self.replica_id}  # fmt: skip
-        if output:
-            details["output"] = output[-1000:]
-        entry = AuditEntry(
-            actor=final.requested_by, actor_kind=ACTOR_KIND.get(final.origin, "agent"),
-            action=final.action, decision=decision, project=final.project,
-            reason=final.reason, outcome=final.state, action_id=final.id, details=details,
-        )  # fmt: skip
-        try:
-            await self._store.append_audit(entry)
-        except Exception:  # the state change is recorded; the audit row must not undo it
-            log.exception("audit row for action %s failed", final.id)
-
-    async def _take_leases(self, project: Project, slots: int) -> list[str] | None:
-        """The project lock and one remediation slot, or None (nothing held) if busy."""
-        ttl, lock = lease_ttl(project), lock_name(project.name)
-        if not await self._store.acquire_leases(self.replica_id, [lock], ttl, 1):
-            return None
-        try:
-            slot = await self._store.acquire_leases(self.replica_id, slot_names(slots), ttl, 1)
-        except BaseException:
-            await self._release([lock])
-            raise
-        if not slot:
-            await self._release([lock])
-            return None
-        return [lock, *slot]
-
-    async def _release(self, names: list[str]) -> None:
-        try:
-            await self._store.release_leases(self.replica_id, names)
-        except Exception:  # they expire on their own (TTL)
-            log.exception("releasing %s failed", names)

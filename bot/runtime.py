@@ -147,6 +147,8 @@ class Runtime:
             replica_id=self.replica_id, clock=self.clock, wake=self.relay.wake,
             polled=self._polled, is_flapping=self.health.is_flapping,
         )  # fmt: skip
+        # The keeper's beat renews the executor's locks too: a crash frees them in one ttl.
+        self.acting.executor.renewed_by_heartbeat(self.options.lease_ttl_s)
         self.acting.register(self.events)
         # The live dashboard: every event, streamed to the browsers connected here.
         self.dashboard = Dashboard(self.events, self.replica_id)

@@ -13,11 +13,22 @@ log = logging.getLogger(__name__)
 
 
 def stop_event_on_signals() -> asyncio.Event:
+    """The event a SIGINT or SIGTERM sets.  The stop is graceful (``Runtime.stop``): work
+    in flight finishes or is handed back, so a second signal only says so again."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("%s received again: still stopping gracefully", sig.name)
+            return
+        log.info("%s received: stopping gracefully (work in flight finishes or is handed"
+                 " back to another replica)", sig.name)  # fmt: skip
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     return stop
 
 
