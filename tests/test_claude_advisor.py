@@ -508,8 +508,9 @@ async def test_without_a_key_claude_is_unavailable_and_nothing_is_sent(
 def test_the_module_that_talks_to_claude_cannot_reach_the_action_executor() -> None:
     code = (
         "import sys, agents.claude_advisor\n"
-        "bad = ['agents.executor', 'agents.executor_calls', 'agents.command_adapter',"
-        " 'agents.control', 'agents.actions']\n"
+        "bad = ['agents.executor', 'agents.executor_calls', 'agents.executor_leases',"
+        " 'agents.executor_records', 'agents.command_adapter', 'agents.control',"
+        " 'agents.actions']\n"
         "print([m for m in bad if m in sys.modules])\n"
     )
     done = subprocess.run(
