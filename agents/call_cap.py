@@ -10,18 +10,27 @@ Claude: the rule engine explains the incident, and says why).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from agents.clock import Clock
 
 
 class CallCap:
-    def __init__(self, clock: Clock, limit: int, window_s: float = 60.0) -> None:
-        if limit < 0 or window_s <= 0:
+    def __init__(
+        self, clock: Clock, limit: int | Callable[[], int], window_s: float = 60.0
+    ) -> None:
+        """``limit``: a number, or a function read at each call (a config reload then
+        changes the cap at once)."""
+        if window_s <= 0 or (isinstance(limit, int) and limit < 0):
             raise ValueError("a call cap needs limit >= 0 and window_s > 0")
         self._clock = clock
-        self.limit = limit
+        self._limit = limit if callable(limit) else (lambda: limit)
         self.window_s = window_s
         self._calls: deque[float] = deque()  # monotonic start of each call in the window
+
+    @property
+    def limit(self) -> int:
+        return max(0, self._limit())
 
     def take(self) -> bool:
         """Count one call now if it fits under the cap; False (nothing counted) if not."""

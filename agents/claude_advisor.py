@@ -60,6 +60,7 @@ import dataclasses
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -288,7 +289,7 @@ class ClaudeAdvisor:
         max_retries: int = MAX_RETRIES,
         breaker: CircuitBreaker | None = None,
         deadline_s: float | None = None,
-        calls_per_minute: int = CALLS_PER_MINUTE,
+        calls_per_minute: int | Callable[[], int] = CALLS_PER_MINUTE,
     ) -> None:
         self.model = model
         self.clock = clock

@@ -61,7 +61,8 @@ class Acting:
         # Its module cannot reach the executor (a test says so).
         self.advisor = (
             ClaudeAdvisor(settings.anthropic_api_key, settings.anthropic_base_url,
-                          settings.claude_model, clock)
+                          settings.claude_model, clock,
+                          calls_per_minute=lambda: config().defaults.analysis_calls_per_minute)
             if settings.anthropic_api_key else None
         )  # fmt: skip
         self.decision = DecisionAgent(

@@ -183,6 +183,9 @@ class Defaults(_Strict):
     # When spent, the rule engine explains instead.
     analysis_daily_tokens: int = Field(500_000, ge=0)
     analysis_incident_tokens: int = Field(50_000, ge=0)
+    # Claude requests in any 60 s, fleet-wide per process: in an alert storm hundreds of
+    # incidents escalate at once; beyond the cap the rule engine explains them.
+    analysis_calls_per_minute: int = Field(10, ge=0)
     # Hosts whose links an analysis may show (a runbook wiki, say); others are removed.
     analysis_link_hosts: list[str] = Field(default_factory=list)
 

@@ -407,6 +407,29 @@ async def test_claudes_cap_answers_with_the_rule_engine_until_a_minute_has_passe
         await claude.stop()
 
 
+async def test_the_cap_follows_the_config_at_each_call() -> None:
+    # analysis_calls_per_minute is read at each call: a reload changes it at once.
+    clock = FakeClock()
+    claude = FakeAnthropic(default=tool_answer(valid_analysis(recommended_action=NO_ACTION)))
+    await claude.start()
+    cap = {"now": 1}
+    advisor = ClaudeAdvisor(KEY, claude.url, MODEL, clock, calls_per_minute=lambda: cap["now"])
+    incident = {"id": "inc-1", "condition": "svc-000:down", "severity": "critical",
+                "summary": "svc-000 is down", "opened_at": "2026-01-01T00:00:00+00:00"}  # fmt: skip
+    ctx = AnalysisContext(project="svc-000", kind="http", allowed_actions=(), incident=incident)
+    try:
+        assert (await advisor.analyze(ctx)).output is not None
+        assert (await advisor.analyze(ctx)).output is None  # 1 a minute
+        cap["now"] = 3
+        assert (await advisor.analyze(ctx)).output is not None
+        assert (await advisor.analyze(ctx)).output is not None
+        assert (await advisor.analyze(ctx)).output is None  # 3 a minute
+        assert len(claude.requests) == 3
+    finally:
+        await advisor.aclose()
+        await claude.stop()
+
+
 async def test_a_full_bus_queue_holds_the_publisher_back_and_loses_nothing() -> None:
     bus = InProcessBus(queue_bound=3)
     gate = asyncio.Event()
