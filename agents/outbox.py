@@ -59,11 +59,18 @@ class OutboxRelay:
                 events = await self._store.unpublished_events(self._batch)
                 if not events:
                     return total
-                for event in events:
-                    await self._bus.publish(event)
-                await self._store.mark_published([e.id for e in events])
-                total += len(events)
-                self.published += len(events)
+                sent: list[str] = []
+                try:
+                    for event in events:
+                        await self._bus.publish(event)
+                        sent.append(event.id)
+                finally:
+                    # Redis went away mid-batch: the events already on the stream are
+                    # marked too, or the next sweep would publish them a second time.
+                    if sent:
+                        await self._store.mark_published(sent)
+                        total += len(sent)
+                        self.published += len(sent)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")

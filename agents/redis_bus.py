@@ -5,15 +5,24 @@ one reader per role in that group, so each event is handled once per role fleet-
 (``agents.redis_reader``).  The store stays the record of truth:
 
 * ``publish`` raises while Redis is away, so the outbox relay keeps the row unpublished
-  and retries; nothing is lost while Redis is down.
+  and retries; nothing is lost while Redis is down.  It is idempotent per event id
+  (``redis_support.PUBLISH_ONCE``): every replica's relay sweeps the same outbox, and
+  after an outage they find the same backlog.
+* Redis may come back from an older snapshot (its run id changed): entries handled since
+  are handed out again as new, so a reader checks every entry against the store's
+  claims until it has caught up after losing Redis; and what was published since the
+  snapshot is gone, so every role is recovered as below.
 * Redis may lose entries (it runs without persistence here).  ``reconcile`` republishes
   events the store says were published but a role never claimed, addressed to that role
   only; consumers skip ids they already claimed.  It runs by itself when a reader finds
   its group gone (Redis restarted empty while we ran), looking back from the last time
-  that reader had caught up.  It is deliberately not periodic over a fixed window: events
-  from before a role existed are "unclaimed" too, and replaying hours of history to a
-  newly added role (old incident cards posted again) would be worse than the loss.  After
-  Redis lost its data while orch was down, run ``reconcile(since)`` by hand.
+  that reader had caught up, once the recreated group has read what the new stream
+  holds, and leaving out what is in it (``agents.redis_recovery``): the outbox backlog
+  published after the restart is not copied, so no event reaches a role twice.  It is
+  deliberately not periodic over a fixed window: events from before a role existed are
+  "unclaimed" too, and replaying hours of history to a newly added role (old incident
+  cards posted again) would be worse than the loss.  After Redis lost its data while orch
+  was down, run ``reconcile(since)`` by hand.
 """
 
 from __future__ import annotations
@@ -21,18 +30,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from agents.bus import Handler
 from agents.clock import Clock, SystemClock
 from agents.events import Event
-from agents.lifecycle import cancel_all, cancel_and_wait
+from agents.lifecycle import cancel_all
 from agents.redis_reader import RoleReader
+from agents.redis_recovery import Recoverer
 from agents.redis_support import (
+    PUBLISH_ONCE,
     UNAVAILABLE,
     UNAVAILABLE_OR_GONE,
     Backoff,
@@ -40,9 +52,11 @@ from agents.redis_support import (
     DeadLetterHook,
     StreamSettings,
     entry_fields,
+    flat_fields,
     last_stream_id,
     make_client,
     new_consumer_name,
+    published_key,
     stream_id_key,
 )
 from storage.base import Store
@@ -68,19 +82,22 @@ class RedisStreamsBus:
         dead_maxlen: int = 10_000,
         on_dead_letter: DeadLetterHook | None = None,
         reconcile_window: float = 3600.0,
+        publish_dedupe_s: float = 300.0,
         clock: Clock | None = None,
     ) -> None:
         """``claim_idle_ms`` must exceed the slowest handler: an entry idle that long is
         taken over by another replica.  ``maxlen`` must exceed any backlog: trimmed
         pending entries are only recovered by ``reconcile``.  ``reconcile_window`` is how
         far back the automatic reconcile looks for a reader that lost its group before it
-        had ever caught up."""
+        had ever caught up.  ``publish_dedupe_s`` is how long a published event id is
+        remembered, so that two relays (or a retry) publish it once: it must exceed the
+        time between a relay reading a row and marking it published."""
         self._url = url
         self._store = store
         self._clock = clock or SystemClock()
         self._maxlen = maxlen
         self._on_dead_letter = on_dead_letter
-        self._window = timedelta(seconds=reconcile_window)
+        self._dedupe_ms = max(int(publish_dedupe_s * 1000), 1)
         self.settings = StreamSettings(
             stream=stream,
             dead_stream=f"{stream}:dead",
@@ -97,13 +114,17 @@ class RedisStreamsBus:
         self._readers: dict[str, RoleReader] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._redis: aioredis.Redis | None = None
+        self._publish_once: AsyncScript | None = None
         self._maintainer: asyncio.Task[None] | None = None
-        self._lost: dict[str, datetime] = {}  # role -> reconcile from
-        self._wake = asyncio.Event()
+        self._recoverer = Recoverer(
+            lambda: self._redis, self.settings, self._readers, self.reconcile, self._clock,
+            window=timedelta(seconds=reconcile_window),
+        )  # fmt: skip
         self._publish_backoff = Backoff(backoff_base, backoff_cap)
         self._publish_retry_at = 0.0
         self.published = 0
         self.publish_failures = 0
+        self.publish_duplicates = 0
         self.republished = 0
 
     # -- EventBus ----------------------------------------------------------------------
@@ -120,6 +141,7 @@ class RedisStreamsBus:
         if self._redis is not None:
             return
         self._redis = make_client(self._url, block_ms=self.settings.block_ms)
+        self._publish_once = self._redis.register_script(PUBLISH_ONCE)
         for role in self._subs:
             reader = self._reader(role)
             try:  # groups exist before start returns, so the relay cannot outrun them
@@ -127,12 +149,15 @@ class RedisStreamsBus:
             except UNAVAILABLE as exc:
                 log.warning("bus: Redis unavailable at start (%s); readers will retry", exc)
             self._spawn(role)
-        self._maintainer = asyncio.create_task(self._maintain(), name="bus:reconcile")
+        with contextlib.suppress(*UNAVAILABLE):
+            await self._recoverer.remember_server()
+        self._maintainer = asyncio.create_task(self._recoverer.run(), name="bus:recovery")
 
     async def stop(self) -> None:
         """Stop reading and close the client.  An entry whose handler was interrupted
         stays pending and is reclaimed by another replica (or this one, restarted)."""
-        await cancel_and_wait(self._maintainer)
+        # cancel_all: it polls Redis, and redis-py may swallow one cancellation.
+        await cancel_all([self._maintainer] if self._maintainer else [])
         self._maintainer = None
         for reader in self._readers.values():
             reader.stopping = True  # a reader that lost its cancellation ends its loop
@@ -151,17 +176,19 @@ class RedisStreamsBus:
         """XADD with ``MAXLEN ~``.  Raises ``BusUnavailable`` while Redis is away; after a
         failure further calls fail at once until the backoff has passed, so a relay
         sweeping a large backlog does not hammer a server that is down."""
-        redis = self._redis
-        if redis is None:
+        publish_once = self._publish_once
+        if self._redis is None or publish_once is None:
             raise BusUnavailable("the Redis bus is not started")
         now = self._clock.monotonic()
         if now < self._publish_retry_at:
             raise BusUnavailable(
                 f"Redis unavailable; retrying in {self._publish_retry_at - now:.1f} s"
             )
+        stream = self.settings.stream
         try:
-            await redis.xadd(
-                self.settings.stream, entry_fields(event), maxlen=self._maxlen, approximate=True
+            added = await publish_once(
+                keys=[stream, published_key(stream, event.id)],
+                args=[self._dedupe_ms, self._maxlen, *flat_fields(entry_fields(event))],
             )
         except UNAVAILABLE as exc:
             self.publish_failures += 1
@@ -169,7 +196,10 @@ class RedisStreamsBus:
             raise BusUnavailable(f"Redis unavailable: {exc}") from exc
         self._publish_backoff.reset()
         self._publish_retry_at = 0.0
-        self.published += 1
+        if added is None:
+            self.publish_duplicates += 1  # another relay (or our lost reply) was first
+        else:
+            self.published += 1
 
     async def drain(self, poll: float = 0.005) -> None:
         """Wait until every entry in the stream now has been handled (or skipped, or
@@ -199,6 +229,11 @@ class RedisStreamsBus:
     def stats(self) -> dict[str, dict[str, int]]:
         return {role: r.stats() for role, r in self._readers.items()}
 
+    def subscriptions(self) -> dict[str, frozenset[str] | None]:
+        """Each local role and the event types it takes (None: all): what a role is
+        expected to claim (``store.unclaimed_events``)."""
+        return {role: types for role, (_handler, types) in self._subs.items()}
+
     async def backlog(self) -> tuple[dict[str, dict[str, int]], int]:
         """What Redis holds, across all replicas (telemetry): per local role, ``lag``
         (entries not yet delivered to its group; Redis 7+) and ``pending`` (delivered, not
@@ -221,10 +256,12 @@ class RedisStreamsBus:
         published_before: datetime | None = None,
         roles: Iterable[str] | None = None,
         limit: int = 10_000,
+        in_stream: Collection[str] = (),
     ) -> int:
         """Republish events (ts >= ``since``) that a local role has not claimed though the
         relay published them (before ``published_before``), each once, addressed to the
-        roles that lack it.  Returns how many were republished."""
+        roles that lack it, except those whose id is in ``in_stream`` (still on their way
+        to the role).  Returns how many were republished."""
         if self._redis is None:
             raise BusUnavailable("the Redis bus is not started")
         wanted: dict[str, tuple[Event, set[str]]] = {}
@@ -238,7 +275,8 @@ class RedisStreamsBus:
                 limit=limit,
             )
             for event in events:
-                wanted.setdefault(event.id, (event, set()))[1].add(role)
+                if event.id not in in_stream:
+                    wanted.setdefault(event.id, (event, set()))[1].add(role)
         if not wanted:
             return 0
         ordered = sorted(wanted.values(), key=lambda item: item[0].ts)
@@ -250,32 +288,6 @@ class RedisStreamsBus:
         self.republished += len(ordered)
         log.warning("bus: republished %d events Redis had lost", len(ordered))
         return len(ordered)
-
-    async def _maintain(self) -> None:
-        """Reconcile the roles whose group Redis lost; on error retry with backoff."""
-        backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap)
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            lost, self._lost = self._lost, {}
-            try:
-                for role, since in sorted(lost.items()):
-                    await self.reconcile(since, roles=[role])
-                    del lost[role]
-                backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("bus: reconcile failed; retrying")
-                for role, since in lost.items():
-                    self._group_lost(role, since)
-                await self._clock.sleep(backoff.next_delay())
-
-    def _group_lost(self, role: str, since: datetime | None) -> None:
-        """A reader found its group gone: Redis lost what it had not yet delivered."""
-        since = since or self._clock.now() - self._window
-        self._lost[role] = min(since, self._lost.get(role, since))
-        self._wake.set()
 
     # -- plumbing ----------------------------------------------------------------------
     async def _groups(self) -> dict[str, dict[str, Any]]:
@@ -294,7 +306,8 @@ class RedisStreamsBus:
             handler,
             types,
             on_dead_letter=self._on_dead_letter,
-            on_group_lost=self._group_lost,
+            on_group_lost=self._recoverer.group_lost,
+            on_reconnected=self._recoverer.reconnected,
         )
         self._readers[role] = reader
         return reader

@@ -7,13 +7,20 @@ these functions decide *how*, in the order that keeps the store and Redis consis
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from agents.clock import Clock
 from agents.events import Event
-from agents.redis_support import UNAVAILABLE, DeadLetterHook, Entry, StreamSettings
+from agents.redis_support import (
+    UNAVAILABLE,
+    DeadLetterHook,
+    Entry,
+    StreamSettings,
+    parse_entries,
+)
 from storage.base import Store
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,16 @@ async def delivery_counts(
         e.stream_id: int(rows[0]["times_delivered"]) if rows else 1
         for e, rows in zip(entries, replies, strict=True)
     }
+
+
+async def own_pending(
+    redis: aioredis.Redis, cfg: StreamSettings, role: str, after: str
+) -> list[Entry]:
+    """This consumer's own pending entries after stream id ``after`` (XREADGROUP with an
+    id instead of ">": its history, not new entries)."""
+    reply = await redis.xreadgroup(role, cfg.consumer, {cfg.stream: after}, count=cfg.read_count)
+    streams: list[Any] = list(reply or ())  # RESP2: [[stream, [(id, fields), ...]]]
+    return [e for _stream, raw in streams for e in parse_entries(raw)]
 
 
 async def refund(

@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 from agents.bus import Handler
 from agents.clock import Clock
 from agents.events import Event
-from agents.redis_pending import dead_letter, delivery_counts, refund
+from agents.redis_pending import dead_letter, delivery_counts, own_pending, refund
 from agents.redis_support import (
     UNAVAILABLE,
     Backoff,
@@ -58,6 +58,7 @@ class RoleReader:
         *,
         on_dead_letter: DeadLetterHook | None,
         on_group_lost: Callable[[str, datetime | None], None],
+        on_reconnected: Callable[[str], None] = lambda _role: None,
     ) -> None:
         self.redis = redis
         self.cfg = settings
@@ -68,6 +69,7 @@ class RoleReader:
         self.types = types
         self.on_dead_letter = on_dead_letter
         self.on_group_lost = on_group_lost
+        self.on_reconnected = on_reconnected
         # "$" the first time: a role sees what is published once its group exists, not
         # the stream's history.  "0" after Redis lost the group: the stream then holds only
         # entries written since the loss, all of which this role must see.
@@ -80,6 +82,14 @@ class RoleReader:
             seconds=settings.max_deliveries * settings.claim_idle_ms / 1000 + 60
         )
         self.group_ready = False
+        # When this reader created its group at "$" (the role is new): events from before
+        # were never this role's, so recovery never looks back past it.
+        self.born_at: datetime | None = None
+        # After losing Redis, and when starting (this process cannot know how Redis came
+        # back before), every entry is checked against the store's claims until a read
+        # finds the reader caught up: a Redis restarted from an older snapshot hands out
+        # again, as new, entries that were handled after that snapshot.
+        self.suspicious = True
         self.seen = RecentIds()  # claimed here recently: skips a store round trip
         self.stopping = False  # set by the bus on stop(), checked on every turn
         self._acks: list[str] = []
@@ -92,9 +102,12 @@ class RoleReader:
 
     async def ensure_group(self) -> None:
         try:
+            at = self.clock.now()
             await self.redis.xgroup_create(
                 self.cfg.stream, self.role, id=self.create_at, mkstream=True
             )
+            if self.create_at == "$" and self.born_at is None:
+                self.born_at = at
             if self.create_at == "0":
                 log.warning("bus: recreated consumer group %s (Redis had lost it)", self.role)
         except ResponseError as exc:
@@ -111,6 +124,8 @@ class RoleReader:
             try:
                 if not self.group_ready:
                     await self.ensure_group()
+                if down_since is not None:
+                    await self.reread_own()
                 if self.clock.monotonic() >= next_reclaim:
                     await self.reclaim()
                     next_reclaim = self.clock.monotonic() + reclaim_every
@@ -122,12 +137,13 @@ class RoleReader:
                     log.exception("bus: role %s: unexpected Redis error", self.role)
                 else:
                     log.warning("bus: consumer group %s is gone (Redis restarted?)", self.role)
-                    self.group_ready, self.create_at = False, "0"
+                    self.group_ready, self.create_at, self.suspicious = False, "0", True
                     at = self.caught_up_at
                     self.on_group_lost(self.role, at - self.lookback if at else None)
                 await self.clock.sleep(backoff.next_delay())
                 continue
             except UNAVAILABLE as exc:
+                self.suspicious = True
                 if down_since is None:
                     down_since = self.clock.monotonic()
                     log.warning("bus: role %s lost Redis (%s); reconnecting", self.role, exc)
@@ -141,7 +157,23 @@ class RoleReader:
                 gone = self.clock.monotonic() - down_since
                 log.info("bus: role %s reconnected to Redis after %.1f s", self.role, gone)
                 down_since = None
+                self.on_reconnected(self.role)  # the bus checks whether Redis restarted
             backoff.reset()
+
+    async def reread_own(self) -> None:
+        """After losing Redis, take back at once what was delivered to this consumer and
+        not acknowledged: a hung Redis runs the read it was sent once it wakes, and hands
+        out entries whose reply nobody receives any more; one restored from a snapshot
+        brings back entries delivered then.  A reclaim would wait ``claim_idle_ms``."""
+        after = "0-0"
+        for _ in range(100):  # bounded; reclaim finds the rest
+            entries = await own_pending(self.redis, self.cfg, self.role, after)
+            if not entries:
+                return
+            await self.handle(
+                entries, await delivery_counts(self.redis, self.cfg, self.role, entries)
+            )
+            after = entries[-1].stream_id
 
     async def _read_new(self) -> None:
         # Acknowledgements of the last batch ride in one round trip with the next read:
@@ -165,11 +197,14 @@ class RoleReader:
             raise
         # RESP2 shape: [[stream, [(id, fields), ...]]]; one stream here.
         replies: list[Any] = list(reply or ())
-        if sum(len(raw or ()) for _stream, raw in replies) < self.cfg.read_count:
+        caught_up = sum(len(raw or ()) for _stream, raw in replies) < self.cfg.read_count
+        if caught_up:
             self.caught_up_at = asked_at
         for _stream, raw in replies:
             entries = parse_entries(raw)
             await self.handle(entries, dict.fromkeys((e.stream_id for e in entries), 1))
+        if caught_up:
+            self.suspicious = False  # what follows was published since: first deliveries
 
     async def reclaim(self) -> None:
         """Take over entries idle longer than ``claim_idle_ms``: a crashed or stopped
@@ -211,14 +246,15 @@ class RoleReader:
         mine = [e for e in entries if self._addressed(e)]
         self._acks.extend(e.stream_id for e in entries if not self._addressed(e))
         # Ask the store only about entries that may have been handled already: delivered
-        # before (a reclaim) or republished by the reconciler.  A first delivery that is
-        # a duplicate all the same (the relay republishing after a partial failure) is
-        # caught by the claim after the handler, which handlers tolerate (DESIGN §4:
-        # delivery is at least once).  This keeps the store off the hot path.
+        # before (a reclaim), republished by the reconciler, or read since Redis came back
+        # (``suspicious``).  Other first deliveries are not duplicates: publishing is
+        # idempotent per event id (``redis_support.PUBLISH_ONCE``), so this keeps the
+        # store off the hot path.
         suspects = [
             e.event_id
             for e in mine
-            if (deliveries[e.stream_id] > 1 or e.to is not None) and e.event_id not in self.seen
+            if (deliveries[e.stream_id] > 1 or e.to is not None or self.suspicious)
+            and e.event_id not in self.seen
         ]
         try:
             done_before = await self.store.claimed_ids(self.role, suspects) if suspects else set()

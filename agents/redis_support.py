@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 import uuid
 from collections import OrderedDict
@@ -66,8 +67,15 @@ class BusUnavailable(ConnectionError):
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    """The consumer group (or the whole stream) is gone: Redis lost its data."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+    """The consumer group (or the whole stream) is gone: Redis lost its data.
+
+    Inside a pipeline (the reader's ack-and-read) redis-py wraps the reply as
+    ``Command # 1 (XREADGROUP ...) of pipeline caused error: ("NOGROUP ...")``, so the
+    code is looked for after that prefix too, not only at the start."""
+    return isinstance(exc, ResponseError) and _NOGROUP.match(str(exc)) is not None
+
+
+_NOGROUP = re.compile(r"(?:.*? of pipeline caused error: [(]?['\"]?)?NOGROUP\b", re.DOTALL)
 
 
 def is_busygroup(exc: BaseException) -> bool:
@@ -77,16 +85,19 @@ def is_busygroup(exc: BaseException) -> bool:
 def make_client(url: str, *, block_ms: int) -> aioredis.Redis:
     """One client (one pool) per bus: each blocked XREADGROUP holds its own connection.
 
-    redis-py's own retries are off (its default retries with up to seconds of backoff
-    inside a single call, which would hold the outbox relay's lock); the bus does its
-    own capped, jittered backoff and ``publish`` fails fast so the outbox keeps the row.
+    redis-py retries only once, at once, and only a dropped connection (its default
+    retries with up to seconds of backoff inside a single call, which would hold the
+    outbox relay's lock): after Redis restarts, every pooled connection is dead, and
+    without that one retry each would cost a failed command and a backoff.  Beyond it the
+    bus does its own capped, jittered backoff and ``publish`` fails fast so the outbox
+    keeps the row.  (A retried XADD cannot add an entry twice: ``PUBLISH_ONCE``.)
     The read timeout exceeds BLOCK so a blocked read is not mistaken for a dead server,
     yet a server that vanished without closing the socket is noticed.
     """
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         socket_connect_timeout=2.0,
         socket_timeout=block_ms / 1000 + 10.0,
         health_check_interval=0,
@@ -103,6 +114,26 @@ def new_consumer_name() -> str:
 # Fields: id and type beside the JSON so a reader can skip unwanted types and known ids
 # without decoding the body; "to" (optional) limits a republished entry to the roles
 # that had not claimed it, so the reconciler never replays history to other roles.
+
+
+# Publishing is idempotent per event id for ``dedupe_ms``: every replica's outbox relay
+# sweeps the same store, and two of them may publish one row before either marks it (a
+# backlog after an outage makes that likely), or a relay may retry an XADD whose reply
+# was lost.  A marker key set in the same script as the XADD lets only the first through.
+PUBLISH_ONCE = """
+if redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  return redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+end
+return false
+"""
+
+
+def published_key(stream: str, event_id: str) -> str:
+    return f"{stream}:published:{event_id}"
+
+
+def flat_fields(fields: dict[FieldT, EncodableT]) -> list[EncodableT]:
+    return [x for pair in fields.items() for x in pair]
 
 
 def entry_fields(event: Event, to: Iterable[str] | None = None) -> dict[FieldT, EncodableT]:
