@@ -38,10 +38,12 @@ from orch_kit.contract import Contract
 from orch_kit.logbuffer import LogBuffer
 from orch_kit.model import Callbacks, Check, ControlRequest, Health, LogEntry, LogQuery
 from storage.base import Store
+from storage.postgres_connect import within
 
 CONTROL_SECRET_ENV: Final = "ORCH_CONTROL_SECRET"
 EXIT_RESTART: Final = 75  # EX_TEMPFAIL: "try again", what a supervisor restarts on
 QUEUE_DEPTH_CAP: Final = 1000  # /status reads at most this many pending outbox rows
+SKEW_READ_TIMEOUT_S: Final = 1.5
 SKEW_WARN_S: Final = 5.0  # NTP keeps hosts within milliseconds; seconds mean it is broken
 _LEVELS: Final = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error",
                   "CRITICAL": "error"}  # fmt: skip
@@ -125,7 +127,9 @@ class OrchContract:
                 checks[name] = [Check("pass", component_type="component")]
             else:
                 checks[name] = [Check("fail", problem, component_type="component")]
-        skew = await self._clock_skew()
+        # The database just failed its check: asking it the time would only add a wait.
+        store_down = checks.get("store", [Check("pass")])[0].status == "fail"
+        skew = None if store_down else await self._clock_skew()
         if skew is not None:
             checks["clock:skew"] = [skew]
         return Health.from_checks(checks)
@@ -135,7 +139,9 @@ class OrchContract:
         which the store check already reports)."""
         try:
             before = self._clock.now()
-            db = await self._store.db_now()
+            # Bounded and never cancelled: a database that stops answering must not hang
+            # /health (storage.postgres_connect.within); the store check says why.
+            db = await within(SKEW_READ_TIMEOUT_S, self._store.db_now())
             after = self._clock.now()
         except Exception:
             return None

@@ -27,11 +27,11 @@ from agents.health import STATUSES, HealthMonitor
 from agents.incidents import IncidentManager
 from agents.metrics_analyzer import MetricsAnalyzer
 from agents.monitor import ProjectMonitor
-from agents.outbox import OutboxRelay
 from agents.probe import ProbeClient
 from agents.probe_result import ProbeResult
 from agents.recorder import ProbeRecorder
 from agents.retention import RetentionJob
+from agents.write_buffer import BufferedRelay, database_ready
 from bot.acting import Acting
 from bot.api import ApiParts
 from bot.config import Config, Project
@@ -50,7 +50,7 @@ from bot.slack_outbox import SlackOutbox
 from bot.telemetry.endpoint import metrics_route
 from bot.telemetry.heartbeat import Heartbeat, when_ready
 from bot.telemetry.registry import Telemetry
-from bot.web import ReadyCheck, WebServer, make_web_app, store_ready
+from bot.web import ReadyCheck, WebServer, make_web_app
 from storage.base import Store
 from storage.factory import open_store
 
@@ -102,7 +102,10 @@ class Runtime:
         self.bus: EventBus = make_bus(
             settings.redis_url, self.store, clock=self.clock, on_dead_letter=self._dead_letter
         )
-        self.relay = OutboxRelay(self.store, self.bus, clock=self.clock)
+        # While the database is unreachable, events that change no other state (status
+        # changes, anomalies) are held in memory and written when it is back
+        # (agents.write_buffer), so the live statuses keep up with the fleet.
+        self.relay = BufferedRelay(self.store, self.bus, clock=self.clock)
         # Subscriptions go through the scope: one group's process handles its events only.
         self.events = scoped(self.bus, self.scope, lambda: self.config)
         self.health = HealthMonitor(self.relay, clock=self.clock)
@@ -343,7 +346,12 @@ class Runtime:
         await self.analyzer.observe(result, project)
 
     def _ready_checks(self) -> dict[str, ReadyCheck]:
-        checks: dict[str, ReadyCheck] = {"store": store_ready(self.store)}
+        # Down: "database unreachable (…); held in memory: N probe results, M events".
+        checks: dict[str, ReadyCheck] = {
+            "store": database_ready(
+                self.store, {"probe results": self.recorder, "events": self.relay}
+            )
+        }
         ping = getattr(self.bus, "ping", None)
         if ping is not None:
             checks["bus"] = _ping_check(ping)

@@ -9,14 +9,62 @@ traceback printer would show it, and with it whatever the driver put in it.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import asyncpg
 
+T = TypeVar("T")
+
 
 class PostgresUnavailable(ConnectionError):
     """The PostgreSQL server could not be reached or refused the connection."""
+
+
+# Server-side errors that mean "no database to talk to right now", not "your request was
+# wrong": shutting down, starting up, crashed, out of connection slots.
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable host (ConnectionError is an OSError)
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08, includes "closed in the middle of operation"
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database could not be reached (refused or dropped
+    connection, a timeout, a server shutting down or starting), as opposed to the
+    database refusing what was asked (a constraint, bad SQL, a permission), which waiting
+    will not fix.  Writers hold back their rows on the first kind only (issue 10.1)."""
+    if isinstance(exc, _OUTAGE_ERRORS):
+        return True
+    # A pooled connection the server (or the network) closed under us.
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
+async def within(seconds: float, call: Awaitable[T]) -> T:
+    """``call``'s result if it comes within ``seconds``; else TimeoutError, and ``call``
+    is left to finish in the background rather than cancelled.
+
+    Cancelling an asyncpg call in flight makes asyncpg send a cancel request over a new
+    connection and wait for it: over a dead link that drops packets without resets (a
+    "black hole") that takes a minute (measured: 61 s), so ``asyncio.timeout`` cannot
+    bound a store call.  Only for calls that may safely go on running: reads, and writes
+    that are idempotent (``append_events`` ignores ids already stored).
+    """
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(_retrieve)  # an abandoned call's error is not "never retrieved"
+    return await asyncio.wait_for(asyncio.shield(task), seconds)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _password(dsn: str) -> str | None:

@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -38,11 +38,15 @@ from bot.slack.replies import Reply
 from bot.slack.services import Services
 from bot.slack.work import is_retry, request_key
 from storage.base import Incident
+from storage.postgres_connect import unreachable, within
 
 log = logging.getLogger(__name__)
 
 SLASH_COMMAND = "/orch"
 MAX_INCIDENTS = 20
+# /orch status gives the store this long, then answers from live state: its answer
+# should reach the asker well within Slack's 3 s, database or not.
+STATUS_READ_TIMEOUT_S: Final = 1.5
 
 # (services, the parsed command, the asker's Slack user id) -> the answer
 Handler = Callable[[Services, Command, str], Awaitable[Reply]]
@@ -97,7 +101,14 @@ async def answer(
         if not isinstance(user, str) or not user:
             raise ValueError("a slash command without a user_id")  # Slack always sends one
         reply = await (handlers or HANDLERS)[command.name](services, command, user)
-    except Exception:
+    except Exception as exc:
+        if unreachable(exc):  # the database is away: say so, not "something failed"
+            log.warning("/orch %s refused: database unreachable (%s)", command.name,
+                        type(exc).__name__)  # fmt: skip
+            action = command.name in ACTION_COMMANDS
+            reply = replies.database_down_reply(_typed(command), action=action)
+            await services.replier.ephemeral(body, reply)
+            return
         try:
             await services.replier.ephemeral(body, replies.failure_reply())
         except Exception:
@@ -116,7 +127,40 @@ async def help_(services: Services, command: Command, user: str) -> Reply:
     return replies.help_reply()
 
 
+def _typed(command: Command) -> str:
+    return f"/orch {command.name}" + (f" {command.project}" if command.project else "")
+
+
 async def status(services: Services, command: Command, user: str) -> Reply:
+    """From the store; when it cannot be read in time, from live state, saying so."""
+    try:
+        # Not asyncio.timeout: cancelling a read stuck on a dead link takes asyncpg a
+        # minute; ``within`` stops waiting and lets it end on its own.
+        return await within(STATUS_READ_TIMEOUT_S, _stored_status(services, command))
+    except Exception as exc:
+        if not unreachable(exc):  # TimeoutError counts: a database that does not answer
+            raise
+        why = type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {STATUS_READ_TIMEOUT_S:g} s"
+        log.warning("/orch status answered from live state: database unreachable (%s)", why)
+        return _live_status(services, command, why)
+
+
+def _live_status(services: Services, command: Command, why: str) -> Reply:
+    """The degraded answer: the statuses the HealthMonitor holds in memory."""
+    statuses = services.statuses()
+    if command.project is not None:
+        project = current_project(services, command.project)
+        if project is None:
+            return replies.error_reply(f"no project {command.project} any more")
+        status_now = statuses.get(project.name, "unknown")
+        return replies.degraded_project_status_reply(project, status_now, why)
+    board = fleet.Fleet(dict(statuses), [], {}, services.clock.now())
+    return replies.degraded_status_reply(board.rows(services), board.now, why)
+
+
+async def _stored_status(services: Services, command: Command) -> Reply:
     if command.project is None:
         board = await fleet.read_fleet(services)
         return replies.status_reply(board.rows(services), board.now)

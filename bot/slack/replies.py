@@ -319,3 +319,48 @@ def decision_reply(result: DecisionResult, decision: str) -> Reply:
 
 def refused_reply(message: str, hint: str = "") -> Reply:
     return notice_reply("⛔", message, hint)
+
+
+# -- the database unreachable (issue 10.1) -------------------------------------------
+
+DATABASE_DOWN: Final = "orch's database is unreachable"
+
+
+def degraded_status_reply(rows: Sequence[ProjectRow], now: datetime, why: str) -> Reply:
+    """``/orch status`` when the store cannot be read: the statuses orch's monitor holds
+    in memory, under a banner that says so (the rows carry no uptime or incidents).  Both
+    parts come from their templates; the banner is the notice template."""
+    banner = notice_reply(
+        "⚠️",
+        f"Degraded: {DATABASE_DOWN} ({why}). These are the live statuses from orch's "
+        "monitor; uptime, incidents and history are unavailable until it is back.",
+        "Probes and status changes are kept meanwhile and written when it is back.",
+    )
+    fleet = status_reply(rows, now)
+    return Reply(f"{banner.text}\n{fleet.text}", [*(banner.blocks or []), *(fleet.blocks or [])])
+
+
+def degraded_project_status_reply(project: Project, status: str, why: str) -> Reply:
+    """``/orch status <project>`` when the store cannot be read: the live status only."""
+    return notice_reply(
+        _MARK.get(status, "⚪"),
+        f"{project.name} is {status} (live, from orch's monitor). Degraded: {DATABASE_DOWN} "
+        f"({why}); its last probes, incidents and uptime are unavailable until it is back.",
+    )
+
+
+def database_down_reply(command: str, *, action: bool) -> Reply:
+    """A command that needs the store, refused because it cannot be reached.  ``action``:
+    it would have run something on a project, which orch never does without writing the
+    request and its audit row first (it fails closed)."""
+    if action:
+        return refused_reply(
+            f"{command} was refused: {DATABASE_DOWN}, so the request and its audit row "
+            "cannot be written, and orch runs nothing it cannot record. Nothing was sent "
+            "to the project.",
+            "Ask again once the database is back; /orch status answers meanwhile.",
+        )
+    return refused_reply(
+        f"{command} needs orch's database, which is unreachable just now; nothing was done.",
+        "Ask again once it is back; /orch status answers meanwhile, from live state.",
+    )
