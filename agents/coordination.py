@@ -101,6 +101,7 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None
         self._valid_until: float | None = None  # local monotonic bound of held leases
         self._abandoned = False
+        self._kept_alone = False  # logged that it keeps its work through an outage
         self.held: frozenset[str] = frozenset()
         self.live = 0
         self.beats = 0
@@ -152,6 +153,7 @@ class LeaseKeeper:
             if self._abandoned:
                 return self.held
             await self._beat()
+            self._kept_alone = False
             self.beats += 1
             return self.held
 
@@ -194,10 +196,25 @@ class LeaseKeeper:
                 await self._expire_locally()
 
     async def _expire_locally(self) -> None:
-        """The store is away: once our leases may have expired, stop the work on them."""
+        """The store is away: once our leases may have expired, stop the work on them,
+        unless this replica was the only live one at its last beat.  Then nobody can take
+        them over, and dropping them would leave the whole fleet unwatched for as long as
+        the database is down (issue 10.1): it keeps polling, its probe rows and status
+        events held in memory until the database answers (agents.write_buffer).  A
+        replica started meanwhile where the database is reachable may poll the same
+        projects too; its cards and actions still go through the database, once."""
         if not self.held or self._valid_until is None:
             return
         if self._clock.monotonic() >= self._valid_until:
+            if self.live <= 1:
+                if not self._kept_alone:
+                    log.warning(
+                        "%s could not renew its leases for %ss; it was the only live"
+                        " replica, so it keeps watching its %d projects until the database"
+                        " answers", self.replica_id, self._ttl, len(self.held),
+                    )  # fmt: skip
+                    self._kept_alone = True
+                return
             log.warning(
                 "%s could not renew its leases for %ss; dropping them", self.replica_id, self._ttl
             )

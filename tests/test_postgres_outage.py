@@ -54,11 +54,11 @@ BOSS = "U0BOSS"  # an approver: a restart asked by them runs at once, after its 
 SIGNING = "signing-secret"
 SLACK_DEADLINE_S = 3.0
 OUTAGE_PROBES = 40  # the outage lasts at least this many probe intervals
-# Probe every 250 ms; leases outlive the outage (a replica whose leases may have expired
-# stops polling, so another can take over: not what this test is about).
+# Probe every 250 ms.  The outage (10 s) outlasts the leases (3 s): the only replica
+# keeps polling what it holds all the same (agents.coordination, tests/test_lease_outage.py).
 TIMINGS = {**FAST, "interval": "250ms", "timeout": "200ms", "recheck_interval": "100ms",
            "remediation": {**FAST["remediation"], "auto_fix": False}}  # fmt: skip
-LEASE_TTL_S = 120.0
+LEASE_TTL_S = 3.0
 
 
 @dataclass
