@@ -23,7 +23,7 @@ from agents.events import (
 )
 from storage.autonomy_store import DEFAULT_APPROVAL_TTL_S, Approval, ApprovalEventFor
 from storage.base import Store
-from storage.operations_store import ActionEventFor, ActionRequest
+from storage.operations_store import ActionEventFor, ActionRequest, AuditFor
 
 # An approval's event type by the state it reached.
 APPROVAL_EVENT: Final = {
@@ -90,6 +90,7 @@ async def request_action(
     incident_id: str | None = None,
     source: str = "orch",
     approval_ttl_s: float = DEFAULT_APPROVAL_TTL_S,
+    audit: AuditFor | None = None,
 ) -> Requested:
     """Store the request (and its approval when it needs one), with their events.  What
     an analysis recommends (Claude's or the rule engine's) always needs a human's
@@ -97,11 +98,13 @@ async def request_action(
     approve).
 
     Two transactions: if orch dies between them, the request waits for an approval that
-    was never asked, so it never runs: the safe side."""
+    was never asked, so it never runs: the safe side.  ``audit``: the row that allows a
+    request running at once, written in the request's own transaction."""
     needs_approval = needs_approval or origin in ADVISORS
     request = await store.request_action(
         project, action, requested_by, reason, needs_approval,
         action_event(incident_id, source), incident_id=incident_id, origin=origin,
+        audit=None if needs_approval else audit,
     )  # fmt: skip
     if not needs_approval:
         return Requested(request, None)

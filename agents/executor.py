@@ -264,11 +264,8 @@ class ActionExecutor:
                 return None
             error = redact(f"executor error: {type(exc).__name__}: {exc}")
             try:
-                final = await self._records.move(claimed[-1], [RUNNING, VERIFYING], FAILED,
-                                                 ACTION_FAILED, error=error)  # fmt: skip
-                if final is not None:
-                    await self._records.audit(final)
-                return final
+                return await self._records.finish(claimed[-1], [RUNNING, VERIFYING], FAILED,
+                                                  ACTION_FAILED, error=error)  # fmt: skip
             except Exception:
                 log.exception("could not record the failure of action %s", action_id)
                 return None
@@ -318,11 +315,9 @@ class ActionExecutor:
         call = await self._calls.call(project, action)
         first: ProbeResult | None = None
         if call.outcome == "refused":
-            final = await self._records.move(action, [RUNNING], FAILED, ACTION_FAILED,
-                                             outcome="refused", error=call.detail)  # fmt: skip
-            if final is not None:
-                await self._records.audit(final, output=call.output)
-            return final
+            return await self._records.finish(action, [RUNNING], FAILED, ACTION_FAILED,
+                                              outcome="refused", error=call.detail,
+                                              output=call.output)  # fmt: skip
         if call.outcome == "accepted":
             extra = {"output": call.output[-1000:]} if call.output else {}
             moved = await self._records.move(action, [RUNNING], VERIFYING, ACTION_SUCCEEDED,
@@ -361,11 +356,8 @@ class ActionExecutor:
             log.warning("action %s: taking over from executor %s", current.id, current.executor)
             if project is None:
                 error = f"{current.project} was removed from the config while {current.action} ran"
-                final = await self._records.move(current, [RUNNING, VERIFYING], FAILED,
-                                                 ACTION_FAILED, error=error)  # fmt: skip
-                if final is not None:
-                    await self._records.audit(final)
-                return final
+                return await self._records.finish(current, [RUNNING, VERIFYING], FAILED,
+                                                  ACTION_FAILED, error=error)  # fmt: skip
             first = None
             if current.state == RUNNING:
                 why = f"executor {current.executor} stopped during the call"
@@ -404,10 +396,10 @@ class ActionExecutor:
         return project, ""
 
     async def _refuse(self, action: ActionRequest, why: str) -> ActionRequest | None:
-        final = await self._records.move(action, [action.state], FAILED, ACTION_FAILED, error=why)
+        final = await self._records.finish(action, [action.state], FAILED, ACTION_FAILED,
+                                           error=why, decision="refused")  # fmt: skip
         if final is not None:
             log.warning("action %s refused: %s", action.id, why)
-            await self._records.audit(final, decision="refused")
         return final
 
     async def _verify_and_close(
@@ -417,12 +409,12 @@ class ActionExecutor:
         with self._handed_back_on_stop(action.id):
             healthy, why = await self._calls.verify(project, action, first)
         if healthy:
-            final = await self._records.move(action, [VERIFYING], VERIFIED, ACTION_VERIFIED)
+            final = await self._records.finish(action, [VERIFYING], VERIFIED, ACTION_VERIFIED,
+                                               output=output)  # fmt: skip
         else:
             error = f"still failing after {project.policy.verify_timeout:g} s: {why}"
-            final = await self._records.move(action, [VERIFYING], FAILED, ACTION_FAILED,
-                                             error=error)  # fmt: skip
+            final = await self._records.finish(action, [VERIFYING], FAILED, ACTION_FAILED,
+                                               error=error, output=output)  # fmt: skip
         if final is not None:
             log.info("action %s: %s on %s %s", final.id, final.action, final.project, final.state)
-            await self._records.audit(final, output=output)
         return final

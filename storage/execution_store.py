@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from storage.autonomy_store import ACTION_STATE, AWAITING_APPROVAL
-from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest
+from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest, AuditFor
 
 APPROVED: Final = ACTION_STATE["granted"]
 RUNNING: Final = "running"
@@ -87,11 +87,13 @@ class ExecutionStore(Protocol):
         *,
         outcome: str | None = None,
         error: str | None = None,
+        audit: AuditFor | None = None,
     ) -> ActionRequest | None:
         """Move the action from one of ``from_states`` to ``to_state`` (verifying,
         verified or failed; the last two stamp ``finished_at``), setting ``outcome`` and
-        ``error`` where given, with its event.  None, with nothing written, when the row
-        is not in ``from_states``."""
+        ``error`` where given, with its event, and ``audit``'s row when given (a finished
+        action and its audit row are written together or not at all).  None, with nothing
+        written, when the row is not in ``from_states``."""
         ...
 
     async def incident_actions(self, incident_id: str) -> list[ActionRequest]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from agents.events import Event
 
 if TYPE_CHECKING:  # storage.base composes the Store from this protocol: no import cycle
+    from storage.autonomy_store import AuditEntry
     from storage.base import EventFor, Incident
 
 # The state every new action request starts in; "Autonomy" moves it on from there.
@@ -87,6 +88,7 @@ class AmbiguousIncident(LookupError):
 # Build the announcing event from the row as stored, inside the transaction.
 SilenceEventFor = Callable[[Silence], Event]
 ActionEventFor = Callable[[ActionRequest], Event]
+AuditFor = Callable[[ActionRequest], "AuditEntry"]  # the audit row, from the stored request
 
 
 def check_ref(ref: str) -> str:
@@ -161,9 +163,13 @@ class OperationsStore(Protocol):
         *,
         incident_id: str | None = None,
         origin: str = "user",
+        audit: AuditFor | None = None,
     ) -> ActionRequest:
         """Record a request (state ``requested``, created now) with its event in one
-        transaction.  ``origin``: one of ``storage.execution_store.ORIGINS``."""
+        transaction.  ``origin``: one of ``storage.execution_store.ORIGINS``.  ``audit``:
+        the audit row that allows it, written in the same transaction, so a request that
+        may run at once never exists without the row that says who allowed it (issue
+        10.1: an outage between two writes must not leave a runnable, unaudited action)."""
         ...
 
     async def get_action(self, action_id: str) -> ActionRequest | None: ...

@@ -87,7 +87,7 @@ _EXPIRE_DUE = f"""
     FROM due WHERE a.id = due.id
     RETURNING {", ".join(f"a.{c}" for c in _APPROVAL.split(", "))}"""
 _SET_ACTION_STATE = "UPDATE actions SET state = $2 WHERE id = ANY($1::text[])"
-_INSERT_AUDIT = f"""
+INSERT_AUDIT = f"""
     INSERT INTO audit_log (at, {_AUDIT})
     VALUES (now(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id"""
 
@@ -96,7 +96,7 @@ def json_text(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _audit_args(entry: AuditEntry) -> tuple[Any, ...]:
+def audit_args(entry: AuditEntry) -> tuple[Any, ...]:
     check_audit(entry)
     return (*astuple(entry)[:-1], json_text(entry.details))
 
@@ -165,7 +165,7 @@ class PostgresAutonomy:
                     )
                     changed = True
             entry = click_audit(approval, approval_id, decision, by, actor_kind, outcome)
-            await conn.execute(_INSERT_AUDIT, *_audit_args(entry))
+            await conn.execute(INSERT_AUDIT, *audit_args(entry))
             if changed and approval is not None:
                 state = ACTION_STATE[approval.state]
                 await conn.execute(_SET_ACTION_STATE, [approval.action_id], state)
@@ -184,9 +184,7 @@ class PostgresAutonomy:
             if expired:
                 ids = [a.action_id for a in expired]
                 await conn.execute(_SET_ACTION_STATE, ids, ACTION_STATE["expired"])
-                await conn.executemany(
-                    _INSERT_AUDIT, [_audit_args(expiry_audit(a)) for a in expired]
-                )
+                await conn.executemany(INSERT_AUDIT, [audit_args(expiry_audit(a)) for a in expired])
                 await insert_events(conn, [event_for(a) for a in expired])
         return expired
 
@@ -204,9 +202,9 @@ class PostgresAutonomy:
 
     # -- audit log ---------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> int:
-        args = _audit_args(entry)
+        args = audit_args(entry)
         async with self._acquire() as conn:
-            audit_id: int = await conn.fetchval(_INSERT_AUDIT, *args)
+            audit_id: int = await conn.fetchval(INSERT_AUDIT, *args)
         return audit_id
 
     async def list_audit(

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from storage.execution_store import APPROVED, FINISHED, RUNNING, action_columns, check_move
-from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest
+from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest, AuditFor
+from storage.postgres_autonomy import INSERT_AUDIT, audit_args
 from storage.postgres_sql import TIME, insert_events
 from storage.rows import action_from_row, check_limit
 
@@ -54,10 +55,11 @@ class PostgresExecution:
         *,
         outcome: str | None = None,
         error: str | None = None,
+        audit: AuditFor | None = None,
     ) -> ActionRequest | None:
         check_move(to_state, outcome)
         return await self._moved(event_for, _MOVE, action_id, list(from_states), to_state,
-                                 outcome, error, to_state in FINISHED)  # fmt: skip
+                                 outcome, error, to_state in FINISHED, audit=audit)  # fmt: skip
 
     async def incident_actions(self, incident_id: str) -> list[ActionRequest]:
         rows = await self._fetch(
@@ -77,12 +79,14 @@ class PostgresExecution:
 
     # -- plumbing (names distinct from the other mixins': they share one class) --------
     async def _moved(
-        self, event_for: ActionEventFor, sql: str, *params: Any
+        self, event_for: ActionEventFor, sql: str, *params: Any, audit: AuditFor | None = None
     ) -> ActionRequest | None:
         async with self.transaction() as conn:
             row = await conn.fetchrow(sql, *params)
             if row is None:
                 return None
             action = action_from_row(row, TIME)
+            if audit is not None:
+                await conn.execute(INSERT_AUDIT, *audit_args(audit(action)))
             await insert_events(conn, [event_for(action)])
         return action

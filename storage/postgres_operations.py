@@ -34,12 +34,14 @@ from storage.operations_store import (
     ActionEventFor,
     ActionRequest,
     AmbiguousIncident,
+    AuditFor,
     IncidentAck,
     Silence,
     SilenceEventFor,
     check_ref,
     is_id_prefix,
 )
+from storage.postgres_autonomy import INSERT_AUDIT, audit_args
 from storage.postgres_sql import INCIDENT_COLUMNS, TIME, as_utc, aware, insert_events
 from storage.rows import action_from_row, check_limit, incident_from_row, silence_from_row
 
@@ -172,11 +174,14 @@ class PostgresOperations:
         *,
         incident_id: str | None = None,
         origin: str = "user",
+        audit: AuditFor | None = None,
     ) -> ActionRequest:
         args = (uuid.uuid4().hex, project, action, requested_by, reason, REQUESTED,
                 bool(needs_approval), incident_id, check_origin(origin))  # fmt: skip
         async with self.transaction() as conn:
             request = action_from_row(await conn.fetchrow(_INSERT_ACTION, *args), TIME)
+            if audit is not None:
+                await conn.execute(INSERT_AUDIT, *audit_args(audit(request)))
             await insert_events(conn, [event_for(request)])
         return request
 

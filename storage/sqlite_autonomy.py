@@ -143,7 +143,7 @@ class SQLiteAutonomy:
                     approval = approval_from_row(await fetch_one(tx, _EXPIRE, params), TIME)
                     changed = True
             entry = click_audit(approval, approval_id, decision, by, actor_kind, outcome)
-            await _insert_audit(tx, entry, now)
+            await insert_audit(tx, entry, now)
             if changed and approval is not None:
                 await _set_action_state(tx, approval.action_id, ACTION_STATE[approval.state])
                 await append_events(tx, [event_for(approval)])
@@ -160,7 +160,7 @@ class SQLiteAutonomy:
             )
             for approval in expired:
                 await _set_action_state(tx, approval.action_id, ACTION_STATE["expired"])
-                await _insert_audit(tx, expiry_audit(approval), at)
+                await insert_audit(tx, expiry_audit(approval), at)
             await append_events(tx, [event_for(a) for a in expired])
         return expired
 
@@ -179,7 +179,7 @@ class SQLiteAutonomy:
     # -- audit log ---------------------------------------------------------------------
     async def append_audit(self, entry: AuditEntry) -> int:
         async with self._transaction() as tx:
-            return await _insert_audit(tx, entry, self._auto_now())
+            return await insert_audit(tx, entry, self._auto_now())
 
     async def list_audit(
         self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
@@ -210,7 +210,7 @@ async def _set_action_state(tx: aiosqlite.Connection, action_id: str, state: str
     await tx.execute("UPDATE actions SET state = ? WHERE id = ?", (state, action_id))
 
 
-async def _insert_audit(tx: aiosqlite.Connection, entry: AuditEntry, now: int) -> int:
+async def insert_audit(tx: aiosqlite.Connection, entry: AuditEntry, now: int) -> int:
     check_audit(entry)
     params = asdict(entry) | {"now": now, "details": json_text(entry.details)}
     row = await fetch_one(tx, _INSERT_AUDIT, params)

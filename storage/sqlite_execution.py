@@ -23,9 +23,9 @@ from storage.execution_store import (
     action_columns,
     check_move,
 )
-from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest
+from storage.operations_store import REQUESTED, ActionEventFor, ActionRequest, AuditFor
 from storage.rows import action_from_row, check_limit
-from storage.sqlite_autonomy import append_events, fetch_one
+from storage.sqlite_autonomy import append_events, fetch_one, insert_audit
 from storage.sqlite_codec import TIME, to_us
 
 _ACTION = action_columns("_us")
@@ -64,12 +64,13 @@ class SQLiteExecution:
         *,
         outcome: str | None = None,
         error: str | None = None,
+        audit: AuditFor | None = None,
     ) -> ActionRequest | None:
         check_move(to_state, outcome)
         params = {"id": action_id, "to": to_state, "from": json.dumps(list(from_states)),
                   "outcome": outcome, "error": error, "finished": to_state in FINISHED,
                   "now": to_us(self._clock.now())}  # fmt: skip
-        return await self._moved(_MOVE, params, event_for)
+        return await self._moved(_MOVE, params, event_for, audit)
 
     async def incident_actions(self, incident_id: str) -> list[ActionRequest]:
         rows = await self._exec_read(
@@ -88,13 +89,19 @@ class SQLiteExecution:
 
     # -- plumbing (names distinct from the other mixins': they share one class) --------
     async def _moved(
-        self, sql: str, params: dict[str, Any], event_for: ActionEventFor
+        self,
+        sql: str,
+        params: dict[str, Any],
+        event_for: ActionEventFor,
+        audit: AuditFor | None = None,
     ) -> ActionRequest | None:
         async with self._transaction() as tx:
             row = await fetch_one(tx, sql, params)
             if row is None:
                 return None
             action = action_from_row(row, TIME)
+            if audit is not None:
+                await insert_audit(tx, audit(action), to_us(self._clock.now()))
             await append_events(tx, [event_for(action)])
         return action
 

@@ -28,6 +28,7 @@ from storage.operations_store import (
     ActionEventFor,
     ActionRequest,
     AmbiguousIncident,
+    AuditFor,
     IncidentAck,
     Silence,
     SilenceEventFor,
@@ -35,6 +36,7 @@ from storage.operations_store import (
     is_id_prefix,
 )
 from storage.rows import action_from_row, check_limit, incident_from_row, silence_from_row
+from storage.sqlite_autonomy import insert_audit
 from storage.sqlite_codec import INCIDENT_COLUMNS, SQL, TIME, event_row, from_us, to_us
 
 _SILENCE = "id, project, starts_at_us, ends_at_us, reason, created_by, ended_at_us, ended_by"
@@ -162,16 +164,20 @@ class SQLiteOperations:
         *,
         incident_id: str | None = None,
         origin: str = "user",
+        audit: AuditFor | None = None,
     ) -> ActionRequest:
+        now = to_us(self._clock.now())
         params = {
             "id": uuid.uuid4().hex, "project": project, "action": action, "by": requested_by,
             "reason": reason, "state": REQUESTED, "needs": int(needs_approval),
-            "now": to_us(self._clock.now()), "incident_id": incident_id,
+            "now": now, "incident_id": incident_id,
             "origin": check_origin(origin),
         }  # fmt: skip
         async with self._transaction() as tx:
             row = next(iter(await tx.execute_fetchall(_INSERT_ACTION, params)))
             request = action_from_row(row, TIME)
+            if audit is not None:
+                await insert_audit(tx, audit(request), now)
             await _append(tx, event_for(request))
         return request
 

@@ -8,6 +8,7 @@ The backends and their fixtures are ``tests.test_store_contract``'s (one list, r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -21,7 +22,7 @@ from agents.events import (
     APPROVAL_GRANTED,
     Event,
 )
-from storage.autonomy_store import Approval
+from storage.autonomy_store import Approval, AuditEntry
 from storage.base import Store
 from storage.execution_store import FINISHED, IN_FLIGHT
 from storage.operations_store import ActionEventFor, ActionRequest
@@ -246,6 +247,34 @@ async def test_refused_moves_write_nothing(store: Store) -> None:  # noqa: F811
         ACTION_REQUESTED,
         ACTION_STARTED,
     ]
+
+
+async def test_a_finished_action_and_its_audit_row_are_written_together(
+    store: Store,  # noqa: F811
+) -> None:
+    def audit_row(kind: str) -> Callable[[ActionRequest], AuditEntry]:
+        def build(row: ActionRequest) -> AuditEntry:
+            return AuditEntry(actor="auto-fixer", actor_kind=kind, action=row.action,
+                              decision="allowed", project=row.project, outcome=row.state,
+                              action_id=row.id)  # fmt: skip
+
+        return build
+
+    action = await request(store)
+    await store.start_action(action.id, "r1", announce(ACTION_STARTED))
+    # An audit row that cannot be written: the action stays running, nothing is written.
+    with pytest.raises(ValueError, match="actor_kind"):
+        await store.move_action(action.id, ["running"], "failed", announce(ACTION_FAILED),
+                                error="x", audit=audit_row("nobody"))  # fmt: skip
+    still = await store.get_action(action.id)
+    assert still is not None and still.state == "running"
+    assert await store.list_audit(project="email-blast") == []
+    assert ACTION_FAILED not in [e.type for e in await action_events(store, action.id)]
+    final = await store.move_action(action.id, ["running"], "failed", announce(ACTION_FAILED),
+                                    error="x", audit=audit_row("agent"))  # fmt: skip
+    assert final is not None and final.state == "failed"
+    (row,) = await store.list_audit(project="email-blast")
+    assert (row.entry.action_id, row.entry.outcome) == (action.id, "failed")
 
 
 async def test_incident_actions_oldest_first(store: Store) -> None:  # noqa: F811

@@ -1301,6 +1301,36 @@ async def test_request_action_with_its_event(store: Store) -> None:
     assert len(await store.list_actions()) == 2
 
 
+async def test_request_action_writes_its_audit_row_in_the_same_transaction(
+    store: Store,
+) -> None:
+    def requested(row: ActionRequest) -> Event:
+        return Event(ACTION_REQUESTED, row.created_at, "test", {"action_id": row.id}, row.project)
+
+    def allowed(row: ActionRequest) -> AuditEntry:
+        return AuditEntry(actor="U0BOSS", actor_kind="user", action=row.action,
+                          decision="allowed", project=row.project, outcome="approver",
+                          action_id=row.id)  # fmt: skip
+
+    act = await store.request_action("a", "restart", "U0BOSS", "", False, requested,
+                                     audit=allowed)  # fmt: skip
+    (row,) = await store.list_audit(project="a")
+    assert (row.entry.action_id, row.entry.decision) == (act.id, "allowed")
+
+    # An audit row that cannot be written takes the request with it: a request that could
+    # run at once never exists without the row that allowed it.
+    def unwritable(row: ActionRequest) -> AuditEntry:
+        return AuditEntry(actor="U0BOSS", actor_kind="nobody", action=row.action,
+                          decision="allowed", project="b", action_id=row.id)  # fmt: skip
+
+    with pytest.raises(ValueError, match="actor_kind"):
+        await store.request_action("b", "restart", "U0BOSS", "", False, requested,
+                                   audit=unwritable)  # fmt: skip
+    assert await store.list_actions(project="b") == []
+    assert await store.list_audit(project="b") == []
+    assert await store.list_events(project="b") == []
+
+
 # -- approvals, audit log, remediation budget, analyses (storage.autonomy_store) --------
 
 _APPROVAL_TYPES = {

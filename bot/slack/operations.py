@@ -32,6 +32,7 @@ from bot.slack.views import short_id
 from storage.autonomy_store import AuditEntry
 from storage.base import EventFor, Incident
 from storage.operations_store import (
+    ActionRequest,
     AmbiguousIncident,
     Silence,
     SilenceEventFor,
@@ -171,20 +172,24 @@ async def request_action(
     incidents = await services.store.list_incidents(project=project.name, open_only=True)
     about = main_incident(incidents)
     reason = f"/orch {command.name} in Slack"
+
+    def audit_row(request: ActionRequest) -> AuditEntry:
+        # Runs at once: the executor counts it against the budget and audits the run.  This
+        # row is written with the request, in one transaction: never one without the other.
+        return AuditEntry(
+            actor=user, actor_kind="user", action=action, decision="allowed",
+            project=project.name, reason=reason, outcome="approver", action_id=request.id,
+            details={"why": why},
+        )  # fmt: skip
+
     requested = await actions.request_action(
         services.store, project.name, action, requested_by=user, reason=reason, origin="user",
         needs_approval=needs, incident_id=about.id if about else None, source=SOURCE,
-        approval_ttl_s=project.policy.approval_ttl,
+        approval_ttl_s=project.policy.approval_ttl, audit=audit_row,
     )  # fmt: skip
     services.wake()
     request, approval = requested.action, requested.approval
     if approval is None:
-        # Runs at once: the executor counts it against the budget and audits the run.
-        await services.store.append_audit(AuditEntry(
-            actor=user, actor_kind="user", action=action, decision="allowed",
-            project=project.name, reason=reason, outcome="approver", action_id=request.id,
-            details={"why": why},
-        ))  # fmt: skip
         return replies.action_reply(request, why)
     expires = f"{approval.expires_at:%H:%M} UTC"
     why += f" Approval `{short_id(approval.id)}` waits for an approver until {expires}."
