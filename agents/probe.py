@@ -12,8 +12,9 @@ Levels:
 - ``http``: PASS when the status code, ``body_contains`` and ``json_path`` all hold.
 - ``prometheus``: PASS when the page is HTTP 200 and parses (see agents.probe_prometheus).
 
-Hot path (~1000 probes/s): the caller's keep-alive session, URLs parsed once (cached),
-header dicts built once, no logging, no regexes.
+Hot path (~1000 probes/s): requests through the caller's lean keep-alive client
+(agents.lean_http; URLs with user info through the aiohttp session), URLs parsed and
+request lines built once (cached), no logging, no regexes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import aiohttp
 
 from agents import probe_parse as parse
 from agents.clock import Clock
+from agents.lean_http import LeanHttp
 from agents.probe_fetch import MAX_BODY, Answer, ProbeError, Target, fetch, target
 from agents.probe_parse import BadAnswer
 from agents.probe_prometheus import prometheus_metrics
@@ -45,8 +47,13 @@ _PROBE_NAMES = {"contract": "health", "http": "http", "prometheus": "prometheus"
 
 
 class ProbeClient:
-    def __init__(self, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self._session = session  # owned by the caller: shared keep-alive pool
+    def __init__(
+        self, session: aiohttp.ClientSession, clock: Clock, lean: LeanHttp | None = None
+    ) -> None:
+        # Both owned by the caller: ``lean`` (when given) fetches http and https
+        # targets, ``session`` the rest (URLs with user info; everything without lean).
+        self._session = session
+        self._lean = lean
         self._clock = clock
         # For ``poll``: when each contract project's /metrics and /status were last
         # fetched, and what was wrong with them then (absent: nothing).
@@ -106,8 +113,8 @@ class ProbeClient:
         self, project: Project, ts: datetime, deadline: float, timeout: float, scrape: bool
     ) -> ProbeResult:
         health_t, metrics_t, status_t = _contract_targets(project.url)
-        session = self._session
-        health_call = fetch(session, health_t, _HEALTH_HEADERS, deadline, timeout)
+        session, lean = self._session, self._lean
+        health_call = fetch(session, health_t, _HEALTH_HEADERS, deadline, timeout, lean)
         if not scrape:
             alone = await health_call  # a ProbeError here becomes the FAIL in probe()
             level, reason, version = _health_verdict(alone)
@@ -121,8 +128,8 @@ class ProbeClient:
             )  # fmt: skip
         answers = await asyncio.gather(
             health_call,
-            fetch(session, metrics_t, _JSON_HEADERS, deadline, timeout),
-            fetch(session, status_t, _JSON_HEADERS, deadline, timeout),
+            fetch(session, metrics_t, _JSON_HEADERS, deadline, timeout, lean),
+            fetch(session, status_t, _JSON_HEADERS, deadline, timeout, lean),
             return_exceptions=True,
         )
         for answer in answers:  # fetch raises only ProbeError: anything else is cancellation
@@ -168,7 +175,9 @@ class ProbeClient:
         self, project: Project, ts: datetime, deadline: float, timeout: float
     ) -> ProbeResult:
         check = project.http or _DEFAULT_CHECK
-        answer = await fetch(self._session, target(project.url), None, deadline, timeout)
+        answer = await fetch(
+            self._session, target(project.url), None, deadline, timeout, self._lean
+        )
         try:
             _http_check(answer, check)
         except BadAnswer as exc:
@@ -182,7 +191,9 @@ class ProbeClient:
     async def _prometheus(
         self, project: Project, ts: datetime, deadline: float, timeout: float, scrape: bool
     ) -> ProbeResult:
-        answer = await fetch(self._session, target(project.url), _PROM_HEADERS, deadline, timeout)
+        answer = await fetch(
+            self._session, target(project.url), _PROM_HEADERS, deadline, timeout, self._lean
+        )
         try:
             if answer.status != 200:
                 raise BadAnswer(parse.redirect_or_status(answer))

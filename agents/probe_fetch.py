@@ -5,6 +5,10 @@ finished, human-readable reason (``GET /health: connection refused``). Every way
 request can go wrong is turned into such a reason here, so the verdict code above it
 only deals with answers that arrived.
 
+Two transports, one set of reasons: http and https targets go through the lean
+keep-alive client (agents.lean_http) when the caller passes one, anything else (user
+info in the URL) through the caller's aiohttp session.
+
 Bounds: the request shares one deadline with the rest of its probe (``asyncio.timeout_at``
 covers connecting, the headers and every body chunk, so a body that trickles in a byte
 at a time still ends at the deadline); the body is read chunk by chunk and abandoned as
@@ -15,14 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ssl
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import aiohttp
+from aiohttp.helpers import parse_content_type
+from aiohttp.http import SERVER_SOFTWARE
 from yarl import URL
 
 from agents.address_guard import AddressRefused
+from agents.lean_http import ConnectFailed, Expired, LeanHttp, TlsFailed, Unresolvable
+from agents.lean_http_conn import Closed
+from agents.lean_http_parse import AnswerTooLarge, BrokenBody, InvalidHead, decode_body
 
 MAX_BODY = 1 << 20  # 1 MiB: far above any health document, far below a memory problem
 
@@ -40,6 +50,8 @@ class ProbeError(Exception):
 class Target:
     url: URL
     label: str  # "GET /health": the prefix of every reason about this request
+    lean_key: tuple[str, int, bool] | None  # (host, port, TLS) for the lean client, or None
+    request_line: bytes  # "GET /health HTTP/1.1\r\nHost: ...\r\n", built once
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +71,12 @@ class Answer:
 @lru_cache(maxsize=1 << 16)
 def target(url: str) -> Target:
     parsed = URL(url)
-    return Target(parsed, f"GET {parsed.raw_path_qs or '/'}")
+    path = parsed.raw_path_qs or "/"
+    if not LeanHttp.handles(parsed) or parsed.port is None:
+        return Target(parsed, f"GET {path}", None, b"")
+    line = f"GET {path} HTTP/1.1\r\nHost: {parsed.host_port_subcomponent}\r\n"
+    key = (parsed.raw_host or "", parsed.port, parsed.scheme == "https")
+    return Target(parsed, f"GET {path}", key, line.encode())
 
 
 async def fetch(
@@ -68,8 +85,13 @@ async def fetch(
     headers: dict[str, str] | None,
     deadline: float,
     timeout: float,
+    lean: LeanHttp | None = None,
 ) -> Answer:
-    """GET ``where`` before ``deadline`` (loop time); ``timeout`` is only for the reason."""
+    """GET ``where`` before ``deadline`` (loop time); ``timeout`` is only for the reason.
+
+    With ``lean``, an http or https target goes through it instead of ``session``."""
+    if lean is not None and where.lean_key is not None:
+        return await _fetch_lean(lean, where, headers, deadline, timeout)
     started = time.perf_counter()
     received = -1  # body bytes so far; -1 until the status line and headers are in
     try:
@@ -82,13 +104,13 @@ async def fetch(
             if length is not None and length > MAX_BODY:
                 # Refuse before reading: leaving the body unread makes aiohttp drop the
                 # connection instead of returning it to the pool half-read.
-                raise _TooLarge(f"answer larger than 1 MiB (Content-Length {length})")
+                raise AnswerTooLarge(length)
             chunks: list[bytes] = []
             content = resp.content
             while chunk := await content.readany():
                 received += len(chunk)
                 if received > MAX_BODY:
-                    raise _TooLarge("answer larger than 1 MiB, cut off")
+                    raise AnswerTooLarge(None)
                 chunks.append(chunk)
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             return Answer(
@@ -107,13 +129,109 @@ async def fetch(
         ) from exc
 
 
-class _TooLarge(Exception):
-    pass
+async def _fetch_lean(
+    lean: LeanHttp,
+    where: Target,
+    headers: dict[str, str] | None,
+    deadline: float,
+    timeout: float,
+) -> Answer:
+    started = time.perf_counter()
+    assert where.lean_key is not None
+    try:
+        request = where.request_line + _headers_of(headers)
+        head, body = await lean.get(where.lean_key, request, deadline, MAX_BODY)
+        fields = head.headers
+        coding = fields.get("content-encoding")
+        if coding is not None:
+            body = decode_body(body, coding, MAX_BODY)
+        raw_type = fields.get("content-type")
+        content_type, charset = ("", None) if raw_type is None else _media_type(raw_type)
+        return Answer(
+            where.label,
+            head.status,
+            content_type,
+            charset,
+            fields.get("location"),
+            body,
+            (time.perf_counter() - started) * 1000.0,
+        )
+    except Exception as exc:  # every failure becomes a reason; CancelledError passes
+        received = exc.received if isinstance(exc, Closed | Expired) else -1
+        reason = _describe(exc, received, timeout)
+        raise ProbeError(
+            f"{where.label}: {reason}", (time.perf_counter() - started) * 1000.0
+        ) from exc
+
+
+# The header dicts of a probe are module constants: their bytes are kept by identity
+# (with a copy to tell a dict changed since), which costs less than hashing the items.
+_BLOCKS: dict[int, tuple[dict[str, str], dict[str, str], bytes]] = {}
+
+
+def _headers_of(headers: dict[str, str] | None) -> bytes:
+    if not headers:
+        return _header_block(())
+    known = _BLOCKS.get(id(headers))
+    if known is not None and known[0] is headers and known[1] == headers:
+        return known[2]
+    block = _header_block(tuple(headers.items()))
+    if len(_BLOCKS) < 64:
+        _BLOCKS[id(headers)] = (headers, dict(headers), block)
+    return block
+
+
+@lru_cache(maxsize=256)
+def _header_block(headers: tuple[tuple[str, str], ...]) -> bytes:
+    """The request's header fields after Host, as aiohttp would send them (its
+    User-Agent, ``Accept: */*`` unless given), but no Accept-Encoding: probe answers are
+    small and an uncompressed one costs less CPU than inflating it."""
+    given = {name.lower() for name, _ in headers}
+    if "host" in given:
+        raise ValueError("the Host header comes from the URL")
+    lines = [f"{name}: {value}\r\n" for name, value in headers]
+    if "user-agent" not in given:
+        lines.append(f"User-Agent: {SERVER_SOFTWARE}\r\n")
+    if "accept" not in given:
+        lines.append("Accept: */*\r\n")
+    text = "".join(lines)
+    if any(c in text.replace("\r\n", "") for c in "\r\n\0"):
+        raise ValueError("a header contains a line break")
+    return (text + "\r\n").encode("latin-1")
+
+
+@lru_cache(maxsize=256)
+def _media_type(raw: str) -> tuple[str, str | None]:
+    """(media type, charset) as aiohttp's ``content_type`` and ``charset`` give them."""
+    media, params = parse_content_type(raw)
+    return media, params.get("charset")
 
 
 def _describe(exc: Exception, received: int, timeout: float) -> str:
-    if isinstance(exc, _TooLarge):
+    if isinstance(exc, AnswerTooLarge):
+        if exc.length is not None:
+            return f"answer larger than 1 MiB (Content-Length {exc.length})"
+        return "answer larger than 1 MiB, cut off"
+    if isinstance(exc, Expired):
+        exc = TimeoutError()
+    if isinstance(exc, Closed):
+        if received < 0:
+            return "connection closed without an answer"
+        return f"connection closed mid-answer ({received} bytes received)"
+    if isinstance(exc, InvalidHead):
+        return f"invalid HTTP answer ({exc})"
+    if isinstance(exc, BrokenBody):
+        return f"broken answer body ({exc})"
+    if isinstance(exc, AddressRefused):
         return str(exc)
+    if isinstance(exc, Unresolvable):
+        return f"cannot resolve host {exc.host}"
+    if isinstance(exc, ConnectFailed):
+        return _os_reason(exc.error)
+    if isinstance(exc, TlsFailed):
+        if isinstance(exc.error, ssl.SSLCertVerificationError):
+            return f"TLS certificate rejected ({exc.error})"
+        return f"TLS error ({exc.error})"
     if isinstance(exc, aiohttp.ServerTimeoutError):
         return f"timed out ({exc or 'client session timeout'})"  # the session's own limits
     if isinstance(exc, TimeoutError):
@@ -146,7 +264,10 @@ def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
         return f"TLS certificate rejected ({exc.certificate_error})"
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS error ({exc.os_error})"
-    err = exc.os_error
+    return _os_reason(exc.os_error)
+
+
+def _os_reason(err: OSError) -> str:
     if err.errno == errno.ECONNREFUSED:
         return "connection refused"
     return f"cannot connect ({err.strerror or err})"

@@ -1,4 +1,6 @@
-"""The baseline: a bare aiohttp polling loop making the same requests as orch.
+"""The baselines: a bare polling loop making the same requests as orch, on aiohttp's
+client (the reference the scale issue names) or on orch's lean client (``lean=True``:
+agents.lean_http, which orch probes with since it is leaner than aiohttp).
 
 Per project and interval it GETs /health, and with every ``scrape_every``-th probe also
 /metrics and /status concurrently (as orch's ProbeClient.poll does), with the same
@@ -20,6 +22,8 @@ import time
 import aiohttp
 from yarl import URL
 
+from agents.lean_http import LeanHttp
+
 HEALTH_HEADERS = {"Accept": "application/health+json, application/json;q=0.9"}
 JSON_HEADERS = {"Accept": "application/json"}
 
@@ -33,8 +37,12 @@ class BarePoller:
         *,
         max_concurrency: int = 256,
         scrape_every: int = 1,
+        lean: bool = False,
     ) -> None:
         self._urls = urls
+        self._use_lean = lean
+        self._lean: LeanHttp | None = None
+        self._timeout_s = timeout
         self._scrape_every = scrape_every
         self._interval = interval
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -54,6 +62,8 @@ class BarePoller:
             keepalive_timeout=45.0,  # as orch's (bot.runtime.PROBE_KEEPALIVE_S)
         )
         self._session = aiohttp.ClientSession(connector=connector)
+        if self._use_lean:  # the same keep-alive; loopback literals need no resolver
+            self._lean = LeanHttp(keepalive=45.0)
         rng = random.Random()
         self._tasks = [
             asyncio.create_task(self._poll_forever(url, rng.uniform(0, self._interval)))
@@ -68,8 +78,16 @@ class BarePoller:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._lean is not None:
+            await self._lean.close()
+            self._lean = None
 
     async def _get(self, url: URL, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self._lean is not None:
+            request, key = _lean_requests(url, headers)
+            deadline = asyncio.get_running_loop().time() + self._timeout_s
+            head, body = await self._lean.get(key, request, deadline, 1 << 20)
+            return head.status, body
         assert self._session is not None
         async with self._session.get(
             url, headers=headers, allow_redirects=False, timeout=self._timeout
@@ -79,14 +97,16 @@ class BarePoller:
     async def _probe(self, health: URL, metrics: URL, status: URL, scrape: bool) -> bool:
         try:
             if scrape:
-                answers = await asyncio.gather(
-                    self._get(health, HEALTH_HEADERS),
-                    self._get(metrics, JSON_HEADERS),
-                    self._get(status, JSON_HEADERS),
+                answers = list(
+                    await asyncio.gather(
+                        self._get(health, HEALTH_HEADERS),
+                        self._get(metrics, JSON_HEADERS),
+                        self._get(status, JSON_HEADERS),
+                    )
                 )
             else:
                 answers = [await self._get(health, HEALTH_HEADERS)]
-        except (aiohttp.ClientError, TimeoutError):
+        except Exception:  # aiohttp's errors, timeouts, the lean client's errors
             return False
         if any(code != 200 for code, _ in answers):
             return False
@@ -115,3 +135,20 @@ class BarePoller:
             now = time.monotonic()
             if due < now:  # fell behind: skip missed slots, as the monitor does
                 due = now
+
+
+_REQUESTS: dict[tuple[URL, str], tuple[bytes, tuple[str, int, bool]]] = {}
+
+
+def _lean_requests(url: URL, headers: dict[str, str]) -> tuple[bytes, tuple[str, int, bool]]:
+    """The request bytes, built once per URL and Accept, as orch's targets are."""
+    accept = headers["Accept"]
+    found = _REQUESTS.get((url, accept))
+    if found is None:
+        text = (
+            f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
+            f"Accept: {accept}\r\nUser-Agent: {aiohttp.http.SERVER_SOFTWARE}\r\n\r\n"
+        )
+        key = (url.raw_host or "", url.port or 80, url.scheme == "https")
+        found = _REQUESTS[(url, accept)] = (text.encode(), key)
+    return found

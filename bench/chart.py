@@ -19,12 +19,13 @@ def sweep_chart(sweep: list[dict[str, Any]], path: Path, interval: float = 10.0)
     sizes = [point["projects"] for point in sweep]
     xlabel = f"projects (each every {interval:g} s)"
     fig, (late_ax, cpu_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for mode, style in (("orch", "o-"), ("baseline", "s--")):
+    names = {"orch": "orch", "baseline": "bare aiohttp loop", "baseline-lean": "bare lean loop"}
+    for mode, style in (("orch", "o-"), ("baseline", "s--"), ("baseline-lean", "^:")):
         if not all(mode in point for point in sweep):
             continue
         p99_ms = [point[mode]["lateness_p99_s"] * 1000 for point in sweep]
         cpu_pct = [point[mode]["cpu_share"] * 100 for point in sweep]
-        label = "orch" if mode == "orch" else "bare aiohttp loop"
+        label = names[mode]
         late_ax.plot(sizes, p99_ms, style, label=label)
         cpu_ax.plot(sizes, cpu_pct, style, label=label)
     late_ax.set(title="schedule lateness p99", xlabel=xlabel, ylabel="ms")

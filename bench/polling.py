@@ -1,6 +1,7 @@
-"""One polling measurement in its own process: orch's full pipeline, or the bare loop.
+"""One polling measurement in its own process: orch's full pipeline, or a bare loop.
 
-Run by the bench driver as ``python -m bench.polling --mode orch|baseline ...``; each
+Run by the bench driver as ``python -m bench.polling --mode orch|baseline|baseline-lean``
+(the bare loop on aiohttp's client, or on orch's lean client); each
 mode gets a fresh process so its peak RSS and CPU time are its own. It polls the ports
 listed in ``--ports-file``, lets ``--warmup`` seconds pass (every project has probed once
 and holds its keep-alive connections), then measures ``--duration`` seconds and prints
@@ -25,9 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.proc import cpu_seconds, peak_rss_mb, percentile, raise_fd_limit, stdin_closed
+from bench.stalls import Stalls
 from bot import event_loop
 
 MAX_REASONS = 5
+# orch; the bare loop on aiohttp's client (the reference); the bare loop on orch's lean one
+MODES = ("orch", "baseline", "baseline-lean")
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ async def _measure(
     # what it sees, so a profiled run's figures are for finding hot spots, not reporting.
     profiler = cProfile.Profile() if plan.profile else None
     clear_lateness()
+    stalls = Stalls()
+    stalls.start()
     window.open(*counts())
     if profiler is not None:
         profiler.enable()
@@ -116,6 +122,7 @@ async def _measure(
         profiler.disable()
     probes, ok = counts()
     out = window.close(probes, ok, lateness())
+    out.update(await stalls.stop())
     if profiler is not None and plan.profile is not None:
         profiler.dump_stats(plan.profile)
     return out
@@ -180,7 +187,7 @@ def _status_name(status: object) -> str:
     return str(getattr(status, "status", status))
 
 
-async def run_baseline(plan: Plan) -> dict[str, Any]:
+async def run_baseline(plan: Plan, lean: bool = False) -> dict[str, Any]:
     from bench.baseline import BarePoller
 
     urls = [f"http://127.0.0.1:{port}" for port in plan.ports]
@@ -189,6 +196,7 @@ async def run_baseline(plan: Plan) -> dict[str, Any]:
         plan.interval,
         plan.timeout,
         scrape_every=scrape_every(plan.interval, plan.scrape_interval),
+        lean=lean,
     )
     await poller.start()
     try:
@@ -218,7 +226,7 @@ async def _until_orphaned(work: Awaitable[dict[str, Any]]) -> dict[str, Any] | N
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.polling")
-    parser.add_argument("--mode", choices=("orch", "baseline"), required=True)
+    parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--ports-file", type=Path, required=True)
     parser.add_argument("--interval", type=float, required=True)
     parser.add_argument("--timeout", type=float, required=True)
@@ -247,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         args.database_url,
         args.redis_url,
     )
-    work = run_orch(plan) if args.mode == "orch" else run_baseline(plan)
+    if args.mode == "orch":
+        work = run_orch(plan)
+    else:
+        work = run_baseline(plan, lean=args.mode == "baseline-lean")
     result = None
     # Both sides on the same loop: orch's CLI runs on uvloop where it is installed.
     factory = event_loop.loop_factory() if args.loop == "uvloop" else None

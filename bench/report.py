@@ -90,6 +90,10 @@ def build_lines(
         ratio = orch["cpu_per_probe_s"] / base["cpu_per_probe_s"]
         add("polling.cpu_per_probe_ratio_orch_over_baseline", ratio, "x")
         add("polling.goal.cpu_ratio_at_most_3x", ratio <= GOAL_CPU_RATIO, "bool")
+    lean = results.get("baseline-lean")
+    if orch and lean and lean.get("cpu_per_probe_s"):
+        ratio = orch["cpu_per_probe_s"] / lean["cpu_per_probe_s"]
+        add("polling.cpu_per_probe_ratio_orch_over_baseline_lean", ratio, "x")
     if orch:
         ok = orch["lateness_p99_s"] < GOAL_LATENESS_P99_S
         add("polling.goal.orch_lateness_p99_under_1s", ok, "bool")
@@ -118,7 +122,7 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for mode, r in results.items():
         rows.append(
-            f"{mode:>8}: {r['probes_per_s']:7.1f} probes/s  lateness p50 "
+            f"{mode:>13}: {r['probes_per_s']:7.1f} probes/s  lateness p50 "
             f"{r['lateness_p50_s'] * 1000:6.1f} ms  p99 {r['lateness_p99_s'] * 1000:7.1f} ms  "
             f"cpu/probe {r['cpu_per_probe_s'] * 1e6:7.0f} µs  cpu {r['cpu_share'] * 100:5.1f} %"
             f"  rss {r['peak_rss_mb']:6.1f} MB  ok {r['success_rate_pct']:6.2f} %"
@@ -129,6 +133,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     if orch and base and base.get("cpu_per_probe_s"):
         ratio = orch["cpu_per_probe_s"] / base["cpu_per_probe_s"]
         rows.append(f"   ratio: orch/baseline CPU per probe {ratio:.2f}x")
+    lean = results.get("baseline-lean")
+    if orch and lean and lean.get("cpu_per_probe_s"):
+        ratio = orch["cpu_per_probe_s"] / lean["cpu_per_probe_s"]
+        rows.append(f"   ratio: orch/baseline-lean CPU per probe {ratio:.2f}x")
     return "\n".join(rows)
 
 
@@ -143,6 +151,11 @@ DIAGNOSTICS = (
     "rounds",
     "cpu_loop_thread_s",
     "cpu_other_threads_s",
+    "loop_stall_p99_s",
+    "loop_stall_max_s",
+    "gc_pause_total_s",
+    "gc_full_collections",
+    "gc_full_pause_max_s",
 )
 
 

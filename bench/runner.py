@@ -215,7 +215,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, help="seconds before measuring (default: one interval)"
     )
-    parser.add_argument("--only", choices=("orch", "baseline"), help="run one side only")
+    parser.add_argument(
+        "--only",
+        choices=("orch", "baseline", "baseline-lean"),
+        help="run one side only (baseline: the bare loop on aiohttp's client; "
+        "baseline-lean: on orch's lean client)",
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -286,7 +291,7 @@ async def run(args: argparse.Namespace) -> int:
 
 async def run_size(args: argparse.Namespace, projects: int, stamp: str) -> dict[str, Any]:
     """One fleet size: every round of every side; returns {projects, mode: result}."""
-    modes = [args.only] if args.only else ["orch", "baseline"]
+    modes = [args.only] if args.only else ["orch", "baseline", "baseline-lean"]
     per_run = args.warmup + args.duration + 120
     budget = per_run * len(modes) * args.repeat + 300
     workdir = Path(tempfile.mkdtemp(prefix="orch-bench-"))

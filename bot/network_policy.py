@@ -1,5 +1,10 @@
 """The config's side of the SSRF guard (agents.address_guard): which host names may
-resolve to private or loopback addresses, read from the config as it is now."""
+resolve to private or loopback addresses, read from the config as it is now.
+
+Both of orch's HTTP clients resolve through it: the aiohttp session's connector
+(``/control`` and ``/logs`` calls, probe URLs with user info) and the lean client that
+sends the probes (``lean_probe_client``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver
 
 from agents.address_guard import GuardedResolver
+from agents.lean_http import LeanHttp
 from bot.config import Config
 
 
@@ -37,3 +43,10 @@ def guarded_resolver(
         return host.lower().rstrip(".") in seen[0][1]
 
     return GuardedResolver(private_ok, inner)
+
+
+def lean_probe_client(config: Callable[[], Config], keepalive: float) -> LeanHttp:
+    """The probe client: guarded like the session (its own resolver), the same
+    keep-alive, lookups reused for 300 s as the session's DNS cache does, certificates
+    verified against the system's CAs as the session's default context does."""
+    return LeanHttp(guarded_resolver(config), keepalive=keepalive, dns_ttl=300.0)

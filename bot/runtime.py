@@ -25,6 +25,7 @@ from agents.escalation import dead_letter_escalation
 from agents.events import Event
 from agents.health import STATUSES, HealthMonitor
 from agents.incidents import IncidentManager
+from agents.lean_http import LeanHttp
 from agents.metrics_analyzer import MetricsAnalyzer
 from agents.monitor import ProjectMonitor
 from agents.probe import ProbeClient
@@ -38,7 +39,7 @@ from bot.config import Config, Project
 from bot.dashboard import Dashboard
 from bot.event_text import EventLogger
 from bot.jobs import JobScheduler
-from bot.network_policy import guarded_resolver
+from bot.network_policy import guarded_resolver, lean_probe_client
 from bot.notifier import SlackNotifier
 from bot.orchestrator_scope import Scope, scoped
 from bot.runtime_live import LiveControls
@@ -142,6 +143,7 @@ class Runtime:
         self.result_listeners.append(self.telemetry.probes.observe)
         self.heartbeat: Heartbeat | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._lean: LeanHttp | None = None  # the probes' HTTP client (agents.lean_http)
         self.monitor: ProjectMonitor | None = None
         # Deciding, acting and explaining (bot.acting); the probe client comes at start.
         self._prober: ProbeClient | None = None
@@ -196,7 +198,12 @@ class Runtime:
         )  # fmt: skip
         self._session = aiohttp.ClientSession(connector=connector)
         self._started.append("session")
-        self._prober = prober = ProbeClient(self._session, self.clock)
+        # Probes go through the lean keep-alive client (same guard, same keep-alive,
+        # same certificate checks): aiohttp's client machinery was most of orch's CPU at
+        # 5,000 projects (docs/benchmarks.md). URLs with user info stay on the session.
+        self._lean = lean_probe_client(lambda: self.config, PROBE_KEEPALIVE_S)
+        self._started.append("probe-http")
+        self._prober = prober = ProbeClient(self._session, self.clock, self._lean)
         self.monitor = ProjectMonitor(
             prober.poll,  # /metrics and /status once per scrape_interval, not every probe
             self._on_result,
@@ -253,6 +260,7 @@ class Runtime:
             "acting": self.acting.stop,
             "leases": self._hand_back,
             "monitor": lambda: self.monitor.stop() if self.monitor else _nothing(),
+            "probe-http": lambda: self._lean.close() if self._lean else _nothing(),
             "session": lambda: self._session.close() if self._session else _nothing(),
             "recorder": self.recorder.stop,
             "relay": self.relay.stop,

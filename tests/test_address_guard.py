@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from agents.address_guard import AddressRefused, GuardedResolver, literal_refusal, refusal
 from agents.clock import FakeClock
+from agents.lean_http import LeanHttp
 from agents.probe import ProbeClient
 from agents.probe_result import Level, ProbeResult
 from bot.config import Config
@@ -64,43 +65,58 @@ async def service() -> AsyncIterator[tuple[TestServer, list[str]]]:
         await server.close()
 
 
+@pytest.fixture(params=["lean", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both ways orch sends a request: the lean client (probes) and aiohttp (the rest)."""
+    return str(request.param)
+
+
 async def probe_via(
-    dns: ScriptedDns, url: str, *, private: set[str], times: int = 1
+    dns: ScriptedDns, url: str, *, private: set[str], times: int = 1, transport: str
 ) -> list[ProbeResult]:
     resolver = GuardedResolver(lambda host: host in private, inner=dns)
     # No DNS cache and no keep-alive: every probe resolves and connects afresh, as a
     # probe after the cache's lifetime would.
-    connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
+    if transport == "lean":
+        lean: LeanHttp | None = LeanHttp(resolver, reuse=False, dns_ttl=None)
+        connector = aiohttp.TCPConnector()
+    else:
+        lean = None
+        connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        client = ProbeClient(session, FakeClock())
+        client = ProbeClient(session, FakeClock(), lean)
         project = make_project(url=url, timeout="2s")
-        return [await client.probe(project, scrape=False) for _ in range(times)]
+        try:
+            return [await client.probe(project, scrape=False) for _ in range(times)]
+        finally:
+            if lean is not None:
+                await lean.close()
 
 
 async def test_a_name_resolving_to_loopback_needs_the_config_to_allow_it(
-    service: tuple[TestServer, list[str]],
+    service: tuple[TestServer, list[str]], transport: str
 ) -> None:
     server, hits = service
     dns = ScriptedDns({"svc.test": ["127.0.0.1"]})
     url = f"http://svc.test:{server.port}"
-    (refused,) = await probe_via(dns, url, private=set())
+    (refused,) = await probe_via(dns, url, private=set(), transport=transport)
     assert refused.level is Level.FAIL
     assert "loopback address" in refused.reason and "private_network" in refused.reason
     assert hits == []  # nothing reached the service
-    (allowed,) = await probe_via(dns, url, private={"svc.test"})
+    (allowed,) = await probe_via(dns, url, private={"svc.test"}, transport=transport)
     assert allowed.level is Level.PASS
     assert hits == ["/health"]
 
 
 async def test_a_name_that_re_resolves_to_metadata_is_caught(
-    service: tuple[TestServer, list[str]],
+    service: tuple[TestServer, list[str]], transport: str
 ) -> None:
     """Checked and connected are the same address: the second lookup answers the metadata
     service, and that probe fails without any connection being made there or here."""
     server, hits = service
     dns = ScriptedDns({"svc.test": ["127.0.0.1", "169.254.169.254"]})
     first, second = await probe_via(
-        dns, f"http://svc.test:{server.port}", private={"svc.test"}, times=2
+        dns, f"http://svc.test:{server.port}", private={"svc.test"}, times=2, transport=transport
     )
     assert first.level is Level.PASS
     assert second.level is Level.FAIL

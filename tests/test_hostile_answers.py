@@ -4,8 +4,9 @@ probe says why, and every metric it keeps is a finite float the analyzer can cla
 
 One real aiohttp server on an ephemeral port plays the project; each generated example
 sets what its /health, /metrics and /status answer next, and the real ``ProbeClient``
-probes it over a real keep-alive session. Hangs and slow drips beyond the timeout are
-covered by tests/test_probe.py; here the space of *content* is explored.
+probes it over real keep-alive connections (the lean client orch probes with).
+Hangs and slow drips beyond the timeout are covered by tests/test_probe.py; here the
+space of *content* is explored.
 
 hypothesis runs synchronous tests, so the server and the probes run on a loop of their
 own in a thread (as tests/test_api_fuzz.py does for schemathesis).
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.clock import FakeClock
+from agents.lean_http import LeanHttp
 from agents.metrics_analyzer import MetricState, classify, step
 from agents.probe import ProbeClient
 from agents.probe_parse import BadAnswer, load_json
@@ -160,7 +162,9 @@ class Prober:
         port = self.runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}"
         self.session = aiohttp.ClientSession()
-        self.client = ProbeClient(self.session, FakeClock())
+        # orch probes through the lean client (bot.runtime): test that path.
+        self.lean = LeanHttp()
+        self.client = ProbeClient(self.session, FakeClock(), self.lean)
 
     def probe(self, project: Project, answers: dict[str, Reply]) -> ProbeResult:
         self.fake.answers = answers
@@ -169,6 +173,7 @@ class Prober:
 
     def stop(self) -> None:
         async def close() -> None:
+            await self.lean.close()
             await self.session.close()
             await self.runner.cleanup()
 

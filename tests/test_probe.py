@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agents.clock import FakeClock
+from agents.lean_http import LeanHttp
 from agents.probe import MAX_BODY, ProbeClient
 from agents.probe_result import Level
 from bot.config import Config, Project
@@ -215,10 +216,19 @@ async def fleet() -> AsyncIterator[Fleet]:
         await server.close()
 
 
-@pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[ProbeClient]:
+@pytest.fixture(params=["lean", "aiohttp"])
+async def client(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[ProbeClient]:
+    """Every case on both transports: the lean client orch probes with
+    (agents.lean_http) and the aiohttp session (URLs with user info)."""
     async with aiohttp.ClientSession() as session:
-        yield ProbeClient(session, clock)
+        if request.param == "aiohttp":
+            yield ProbeClient(session, clock)
+            return
+        lean = LeanHttp()
+        try:
+            yield ProbeClient(session, clock, lean)
+        finally:
+            await lean.close()
 
 
 def project(
