@@ -44,6 +44,9 @@ METRICS = {
 _STARTED = time.monotonic()
 FAILING: set[int] = set()  # ports whose /health answers fail
 SEEN: dict[int, float] = {}  # port -> wall time of its last /health request
+# Every POST /control that reached a port, before the kit's idempotency memory answers a
+# replay: (port, idempotency key, action).  A key seen twice is an action sent twice.
+CONTROLS: list[tuple[int, str, str]] = []
 
 
 def _status() -> dict[str, Any]:
@@ -66,7 +69,15 @@ def _kit_app(port: int) -> web.Application | None:
         SEEN[port] = time.time()
         return Health("fail", output="injected fault") if port in FAILING else Health("pass")
 
-    app = web.Application()
+    @web.middleware
+    async def count_controls(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.method == "POST" and request.path == "/control":
+            with contextlib.suppress(ValueError):
+                body = await request.json()  # read once; aiohttp keeps it for the handler
+                CONTROLS.append((port, str(body.get("idempotency_key")), str(body.get("action"))))
+        return await handler(request)
+
+    app = web.Application(middlewares=[count_controls])
     mount_contract(
         app,
         Callbacks(
@@ -145,10 +156,15 @@ async def _seen(_request: web.Request) -> web.Response:
     return web.json_response({str(port): at for port, at in SEEN.items()})
 
 
+async def _controls(_request: web.Request) -> web.Response:
+    return web.json_response(CONTROLS)
+
+
 def _control_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/fault", _fault)
     app.router.add_get("/seen", _seen)
+    app.router.add_get("/controls", _controls)
     return app
 
 

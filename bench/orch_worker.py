@@ -28,10 +28,21 @@ from bot import event_loop
 CHANNEL = "#bench"
 
 
-def fleet_config(ports: list[int], interval: float, timeout: float) -> dict[str, Any]:
-    """The fleet, every project in one group whose cards go to ``#bench``."""
+SECRET_ENV = "BENCH_CONTROL_SECRET"
+SECRET = "orch-bench-secret"  # bench/fleet_server.py's kit secret
+
+
+def fleet_config(
+    ports: list[int], interval: float, timeout: float, actions: bool = False
+) -> dict[str, Any]:
+    """The fleet, every project in one group whose cards go to ``#bench``; ``actions``:
+    each allows a signed restart, so orch's default auto-fix restarts a broken one."""
     config = project_config(ports, interval, timeout)
     config["defaults"].pop("scrape_interval")  # orch's default
+    if actions:
+        for project in config["projects"]:
+            project["allowed_actions"] = ["restart"]
+            project["control_secret_env"] = SECRET_ENV
     names = [p["name"] for p in config["projects"]]
     config["orchestrators"] = {"bench": {"channel": CHANNEL, "projects": names}}
     return config
@@ -44,7 +55,9 @@ async def run(args: argparse.Namespace) -> None:
     from bot.settings import Settings
 
     ports = json.loads(args.ports_file.read_text())
-    config = Config.model_validate(fleet_config(ports, args.interval, args.timeout))
+    config = Config.model_validate(
+        fleet_config(ports, args.interval, args.timeout, actions=args.actions)
+    )
     settings = Settings(
         sqlite_path=args.sqlite,
         database_url=args.database_url,
@@ -53,6 +66,7 @@ async def run(args: argparse.Namespace) -> None:
         slack_bot_token="xoxb-bench",
         slack_signing_secret="bench-signing-secret",
         slack_api_url=args.slack_url,
+        env={SECRET_ENV: SECRET},
     )
     options = RuntimeOptions(serve_web=False, replica_id=args.replica_id)
     if args.lease_ttl is not None:
@@ -101,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slack-url", required=True)
     parser.add_argument("--replica-id", default="r1")
     parser.add_argument("--lease-ttl", type=float)
+    parser.add_argument("--actions", action="store_true", help="projects allow a restart")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     raise_fd_limit()

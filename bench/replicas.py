@@ -16,6 +16,7 @@ import asyncio
 import shutil
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ async def _measure(
                         f"--database-url={database_url}",
                         f"--redis-url={redis_url}",
                         f"--lease-ttl={args.ttl}",
+                        "--actions",  # broken projects get restarted: count /control calls
                     ]
                 )
             # Balanced, and no change in the sets for a whole lease period.
@@ -137,6 +139,7 @@ async def _measure(
             # Time for any duplicate card to show up: two more intervals.
             await asyncio.sleep(2 * INTERVAL_S)
             held_after = [w.held for w in survivors]
+            controls = await fleet.controls()
         finally:
             for worker in workers:
                 await worker.stop()
@@ -146,6 +149,13 @@ async def _measure(
     duplicates = {name: len(cards.get(name, [])) for name in broken if len(cards[name]) != 1}
     unexpected = sorted(set(cards) - set(broken))
     missing = len(watched) - len(first_seen)
+    # Actions: every /control call that reached the fleet, by idempotency key (one key per
+    # action orch decided).  A key seen twice is one action sent twice.
+    by_port = {port: f"bench-{i:05d}" for i, port in enumerate(ports)}
+    keys = Counter(key for _port, key, _action in controls)
+    actions_duplicated = sum(1 for n in keys.values() if n > 1)
+    acted_on = {by_port.get(port, str(port)) for port, _key, _action in controls}
+    actions_unexpected = sorted(acted_on - set(broken))
     for i, share in enumerate(shares):
         lines.add(f"replicas.r{i + 1}.share", share, "fraction")
     lines.add("replicas.spread_s", spread_s, "s")
@@ -159,7 +169,16 @@ async def _measure(
     lines.add("replicas.goal.each_a_third_within_10pct", balanced, "bool")
     within = missing == 0 and figures["max"] <= 2 * args.ttl
     lines.add("replicas.goal.repolled_within_two_lease_periods", within, "bool")
+    lines.add("replicas.control_calls", len(controls), "calls")
+    lines.add("replicas.actions", len(keys), "actions")
+    lines.add("replicas.actions_duplicated", actions_duplicated, "actions")
+    lines.add("replicas.actions_unexpected", len(actions_unexpected), "projects")
     lines.add("replicas.goal.no_duplicate_card", not duplicates and not unexpected, "bool")
+    lines.add(
+        "replicas.goal.no_duplicate_action",
+        actions_duplicated == 0 and not actions_unexpected and len(keys) > 0,
+        "bool",
+    )
     return {
         "shares": shares,
         "spread_s": spread_s,
@@ -169,6 +188,10 @@ async def _measure(
         "held_after": held_after,
         "duplicates": duplicates,
         "unexpected": unexpected,
+        "control_calls": len(controls),
+        "actions": len(keys),
+        "actions_duplicated": actions_duplicated,
+        "actions_unexpected": actions_unexpected,
     }
 
 
@@ -182,5 +205,8 @@ def summary(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{f['p50']:.1f} s, max {f['max']:.1f} s (goal < {2 * args.ttl:g} s), "
         f"{result['missing']} never; survivors now hold {result['held_after']}\n"
         f"  duplicate cards: {result['duplicates'] or 'none'}; "
-        f"unexpected: {result['unexpected'] or 'none'}"
+        f"unexpected: {result['unexpected'] or 'none'}\n"
+        f"  actions: {result['actions']} ({result['control_calls']} /control calls), "
+        f"sent twice: {result['actions_duplicated']}, "
+        f"on unbroken projects: {result['actions_unexpected'] or 'none'}"
     )

@@ -132,6 +132,15 @@ class Fleet:
                 async with session.post(url, json={"ports": group, "fail": fail}) as resp:
                     resp.raise_for_status()
 
+    async def controls(self) -> list[tuple[int, str, str]]:
+        """Every /control call the fleet received: (port, idempotency key, action)."""
+        out: list[tuple[int, str, str]] = []
+        async with aiohttp.ClientSession() as session:
+            for control in set(self.control.values()):
+                async with session.get(f"http://127.0.0.1:{control}/controls") as resp:
+                    out.extend((int(p), str(k), str(a)) for p, k, a in await resp.json())
+        return out
+
     async def seen(self) -> dict[int, float]:
         """Per port, the wall time of its last /health request."""
         out: dict[int, float] = {}
