@@ -159,6 +159,46 @@ async def test_429_retry_after_holds_back_that_channel_only() -> None:
         assert r.outbox.health() == "ok"
 
 
+async def test_a_429_storm_across_channels_drops_nothing_and_keeps_each_incidents_order() -> None:
+    # Slack answers 429 to the next 15 writes, whichever channel they are for, while 36
+    # messages wait in 3 channels: 4 incidents each, a card and two thread lines apiece.
+    async with rig() as r:
+        r.fail(status=429, retry_after=2, times=15)
+        messages = [
+            m
+            for channel in ("#a", "#b", "#c")
+            for n in range(4)
+            for incident in [f"{channel[1]}{n}"]
+            for m in (
+                card(incident, channel),
+                reply(incident, 1, channel),
+                reply(incident, 2, channel),
+            )
+        ]
+        await r.store.slack_enqueue(messages)
+        await r.outbox.settle()
+        degraded = {r.outbox.health()}
+        for _ in range(120):
+            if await r.pending() == 0:
+                break
+            await r.advance(1, step=0.5)
+            degraded.add(r.outbox.health())
+        assert await r.pending() == 0
+        assert any(h.startswith("degraded: 429 ratelimited on #") for h in degraded), degraded
+        assert r.outbox.health() == "ok"
+        # Every message once; none failed or dropped.
+        sent = r.posted()
+        assert sorted(sent) == sorted(m.payload["message"]["text"] for m in messages)
+        assert await r.store.slack_rows(state="failed") == []
+        # Each incident's own writes in order: its card, then its lines 1 and 2.
+        for channel in ("#a", "#b", "#c"):
+            posted = r.posted(channel)
+            for n in range(4):
+                incident = f"{channel[1]}{n}"
+                mine = [t for t in posted if t.split()[1] == incident]
+                assert mine == [f"card {incident}", f"reply {incident} 1", f"reply {incident} 2"]
+
+
 class FlakyProxy:
     """Forwards /api/* to the fake Slack; ``drop`` next requests lose their connection."""
 
