@@ -77,7 +77,13 @@ class Outage:
     def failed(self, exc: BaseException, held: int) -> None:
         if self._since is None:
             self._since = self._clock.monotonic()
-            self.reason = type(exc).__name__
+            # A timeout may be a database that is only slow (a burst of writes queued on
+            # the events lock at start-up, say): say so rather than call it down.
+            self.reason = (
+                f"no answer within {WRITE_TIMEOUT_S:g} s: slow or unreachable"
+                if isinstance(exc, TimeoutError)
+                else type(exc).__name__
+            )
             log.warning(
                 "%s: database unreachable (%s); holding %d %s in memory (bound %d) until "
                 "it is back", self.writer, self.reason, held, self.unit, self.capacity,
