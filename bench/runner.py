@@ -42,6 +42,9 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        # A worker reports the names it holds on one line: 5,000 of them are ~75 KB, over
+        # asyncio's 64 KiB line limit, which killed the reader and froze its figures.
+        limit=1 << 22,
     )
 
 
