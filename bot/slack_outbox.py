@@ -54,6 +54,7 @@ from bot.slack_failures import Failure, classify
 from bot.slack_upload import upload_file
 from bot.storm import STORM_LINE, STORM_WINDOW_S, render_storm, storm_batch
 from storage.base import Store
+from storage.postgres_connect import unreachable
 from storage.slack_store import SlackOutboxRow
 
 log = logging.getLogger(__name__)
@@ -176,12 +177,21 @@ class SlackOutbox:
 
     # -- the loop ----------------------------------------------------------------------
     async def _run(self) -> None:
+        store_away = False  # logged once per database outage, not a traceback a poll
         while True:
             self._asleep = False
             try:
                 delay = await self._pass()
-            except Exception:  # the store is away: keep the rows, try again later
-                log.exception("slack outbox: claiming failed; will retry")
+                if store_away:
+                    log.info("slack outbox: the database answers again; sending resumes")
+                    store_away = False
+            except Exception as exc:  # the store is away: keep the rows, try again later
+                if not unreachable(exc):
+                    log.exception("slack outbox: claiming failed; will retry")
+                elif not store_away:
+                    log.warning("slack outbox: database unreachable (%s); messages wait in"
+                                " it and go out when it is back", type(exc).__name__)  # fmt: skip
+                    store_away = True
                 delay = self._poll
             await self._sleep(delay)
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from storage.base import Store
+from storage.postgres_connect import unreachable
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,12 @@ class Background:
             await self.markers.commit(key)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # No marker: a retry of this request will run the work again.
-            log.exception("slack work failed")
+            if unreachable(exc):  # the reply already said so; no traceback per command
+                log.warning("slack work: database unreachable (%s)", type(exc).__name__)
+            else:
+                log.exception("slack work failed")
         finally:
             if self._running.get(key) is asyncio.current_task():
                 del self._running[key]
