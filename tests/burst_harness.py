@@ -7,16 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import uuid
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from bot.config import Config
@@ -106,30 +101,6 @@ class TimedSlack(FakeSlack):
         if call.method == "response_url":
             self.arrived[call.params["_name"]] = asyncio.get_running_loop().time()
         await super()._record(call)
-
-
-@asynccontextmanager
-async def own_redis_database(redis_url: str) -> AsyncIterator[str]:
-    """The shared Redis, in a database no one else uses now: orch's stream name is
-    fixed, so another test's events must not reach these replicas.  Emptied after."""
-    parts = urlsplit(redis_url)
-    token = uuid.uuid4().hex
-    for db in random.sample(range(1, 16), 15):
-        url = urlunsplit(parts._replace(path=f"/{db}"))
-        client = aioredis.Redis.from_url(url)
-        try:
-            claimed = await client.set("orch-test:claim", token, nx=True)
-            if claimed and await client.dbsize() == 1:  # nobody else's keys in there
-                try:
-                    yield url
-                finally:
-                    await client.flushdb()
-                return
-            if claimed:
-                await client.delete("orch-test:claim")
-        finally:
-            await client.aclose()
-    raise RuntimeError("no empty Redis database to use")
 
 
 @dataclass

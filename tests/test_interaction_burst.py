@@ -43,10 +43,10 @@ from tests.burst_harness import (
     TimedSlack,
     approval_cards,
     burst_config,
-    own_redis_database,
     summary,
 )
 from tests.fake_slack import BOT_USER_ID
+from tests.redis_database import own_redis_database
 from tests.slack_harness import Harness, slack_harness
 from tests.support import eventually
 

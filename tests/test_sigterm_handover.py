@@ -28,11 +28,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from agents.actions import request_action
@@ -44,6 +42,7 @@ from storage.autonomy_store import Approval
 from storage.operations_store import ActionRequest
 from storage.postgres import PostgresStore
 from tests.fake_slack import FakeSlack, block_action, interactive_body, signed_headers
+from tests.redis_database import own_redis_database
 from tests.support import Stack, eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -51,7 +50,6 @@ pytestmark = pytest.mark.timeout(120)
 SIGNING = "sigterm-signing-secret"
 BOSS = "U0BOSS"
 NAMES = ("alpha", "bravo")
-CLAIM = "orch-test:claimed-by"
 
 
 class Service:
@@ -167,25 +165,8 @@ class Replica:
 
 @pytest.fixture
 async def redis_db(redis_url: str) -> AsyncIterator[str]:
-    """The test Redis (ORCH_TEST_REDIS_URL), in a logical database of its own: orch's
-    stream and consumer groups have fixed names, so runs must not share a database."""
-    token = uuid.uuid4().hex
-    for db in range(15, 0, -1):
-        parts = urlsplit(redis_url)
-        url = urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
-        client = aioredis.Redis.from_url(url)
-        try:
-            if await client.set(CLAIM, token, nx=True, ex=600):
-                await client.flushdb()  # what an earlier, killed run left behind
-                await client.set(CLAIM, token, ex=600)
-                try:
-                    yield url
-                finally:
-                    await client.flushdb()
-                return
-        finally:
-            await client.aclose()
-    pytest.fail("no free Redis logical database (1-15) for this test")
+    async with own_redis_database(redis_url) as url:
+        yield url
 
 
 def config_text(services: dict[str, Service]) -> str:
