@@ -274,29 +274,19 @@ class LeanHttp:
         last: OSError | None = None
         for family, address in await self._addresses(key):
             sock = socket.socket(family, socket.SOCK_STREAM)
+            conn = Connection(self._forget, key)
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 await loop.sock_connect(sock, (address, port))
-            except OSError as exc:
-                sock.close()
-                last = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            conn = Connection(self._forget, key)
-            try:
-                if tls:
-                    await loop.create_connection(
-                        conn.itself, sock=sock, ssl=self._ssl, server_hostname=host
-                    )
-                else:
-                    await loop.create_connection(conn.itself, sock=sock)
-            except ssl.SSLError as exc:
+                await loop.create_connection(
+                    conn.itself, sock=sock, ssl=self._ssl if tls else None,
+                    server_hostname=host if tls else None,
+                )  # fmt: skip
+            except ssl.SSLError as exc:  # an OSError too: caught first
                 sock.close()
                 raise TlsFailed(exc) from exc
-            except OSError as exc:  # reset during the handshake
+            except OSError as exc:  # refused, unreachable, reset during the handshake
                 sock.close()
                 last = exc
                 continue

@@ -130,7 +130,6 @@ class BufferedRelay(OutboxRelay):
     ) -> None:
         clock = clock or SystemClock()
         super().__init__(store, bus, clock=clock, sweep_interval=sweep_interval, batch=batch)
-        self._target = store
         self._held: deque[Event] = deque()
         self._capacity = capacity
         self._write_lock = asyncio.Lock()  # one write-back at a time
@@ -194,7 +193,7 @@ class BufferedRelay(OutboxRelay):
         the database, the next fails at once instead of queueing behind it."""
         if self._abandoned is not None and not self._abandoned.done():
             raise TimeoutError("an earlier write still waits for the database")
-        write = asyncio.ensure_future(self._target.append_events(events))
+        write = asyncio.ensure_future(self._store.append_events(events))
         try:
             await within(self._write_timeout, write)
         except TimeoutError:
