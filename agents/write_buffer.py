@@ -78,9 +78,10 @@ class Outage:
         if self._since is None:
             self._since = self._clock.monotonic()
             # A timeout may be a database that is only slow (a burst of writes queued on
-            # the events lock at start-up, say): say so rather than call it down.
+            # the events lock at start-up, say): say so rather than call it down.  (The
+            # writer's own timeout is not known here: the recorder has none of its own.)
             self.reason = (
-                f"no answer within {WRITE_TIMEOUT_S:g} s: slow or unreachable"
+                "no answer in time: slow or unreachable"
                 if isinstance(exc, TimeoutError)
                 else type(exc).__name__
             )
