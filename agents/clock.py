@@ -12,8 +12,9 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -25,14 +26,15 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    # The monitor asks for the time several times per probe: ``monotonic`` is the C
+    # function itself and ``sleep`` hands back asyncio's coroutine, not a wrapper's.
+    monotonic = staticmethod(time.monotonic)
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        return asyncio.sleep(max(0.0, seconds))
 
 
 class FakeClock:

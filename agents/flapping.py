@@ -59,7 +59,12 @@ def step(
 ) -> tuple[FlapState, bool | None]:
     """Add one observation. Returns the new state and the edge: True (started flapping),
     False (stopped) or None (no change of verdict)."""
-    history = (*state.history, level)[-window:]
+    history = state.history
+    if not state.percent and not state.flapping and len(history) == window and history[-1] is level:
+        # A full, steady window that this observation continues: nothing moves (the
+        # common case, taken without rebuilding and rescanning the window).
+        return state, None
+    history = (*history, level)[-window:]
     percent = percent_state_change(history, window)
     flapping = state.flapping
     if not flapping and percent >= start:

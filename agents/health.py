@@ -114,6 +114,31 @@ def _setting(project: Project, name: str) -> Any:
     return getattr(_DEFAULTS, name) if value is None else value
 
 
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """A project's debounce and flap settings, read once per Project object."""
+
+    failure_threshold: int
+    success_threshold: int
+    flap_window: int
+    flap_start: float
+    flap_stop: float
+
+    @classmethod
+    def of(cls, project: Project) -> _Settings:
+        return cls(
+            _setting(project, "failure_threshold"),
+            _setting(project, "success_threshold"),
+            _setting(project, "flap_window"),
+            _setting(project, "flap_start"),
+            _setting(project, "flap_stop"),
+        )
+
+
+_UNKNOWN = HealthState()
+_STEADY = flapping.FlapState()
+
+
 class HealthMonitor:
     """One per process; ``observe`` is called by the scheduler for every probe result.
 
@@ -128,26 +153,26 @@ class HealthMonitor:
         self._clock = clock
         self._health: dict[str, HealthState] = {}
         self._flap: dict[str, flapping.FlapState] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # made on a project's first announcement
+        self._settings: dict[str, tuple[Project, _Settings]] = {}
 
     async def observe(self, probe: ProbeResult, project: Project) -> list[Event]:
         """Feed one probe result; return the events emitted (already in the outbox)."""
         name = project.name
-        lock = self._locks.setdefault(name, asyncio.Lock())
+        lock = self._locks.get(name)
+        if lock is None or not lock.locked():
+            # Nothing of this project is being announced: a probe that changes nothing
+            # (nearly all of them) commits at once, with nothing awaited between reading
+            # the state and writing it, so it needs no lock.
+            health, change, flap, edge = self._step(probe, project)
+            if change is None and edge is None:
+                self._health[name] = health
+                self._flap[name] = flap
+                return []
+            if lock is None:
+                lock = self._locks[name] = asyncio.Lock()
         async with lock:
-            health, change = step(
-                self._health.get(name, HealthState()),
-                probe,
-                failure_threshold=_setting(project, "failure_threshold"),
-                success_threshold=_setting(project, "success_threshold"),
-            )
-            flap, edge = flapping.step(
-                self._flap.get(name, flapping.FlapState()),
-                probe.level,
-                window=_setting(project, "flap_window"),
-                start=_setting(project, "flap_start"),
-                stop=_setting(project, "flap_stop"),
-            )
+            health, change, flap, edge = self._step(probe, project)  # afresh, under the lock
             events = []
             now = self._clock.now()
             if change is not None:
@@ -167,6 +192,29 @@ class HealthMonitor:
             self._health[name] = health
             self._flap[name] = flap
             return events
+
+    def _step(
+        self, probe: ProbeResult, project: Project
+    ) -> tuple[HealthState, Transition | None, flapping.FlapState, bool | None]:
+        name = project.name
+        known = self._settings.get(name)
+        if known is None or known[0] is not project:  # new, or changed by a reload
+            known = self._settings[name] = (project, _Settings.of(project))
+        settings = known[1]
+        health, change = step(
+            self._health.get(name, _UNKNOWN),
+            probe,
+            failure_threshold=settings.failure_threshold,
+            success_threshold=settings.success_threshold,
+        )
+        flap, edge = flapping.step(
+            self._flap.get(name, _STEADY),
+            probe.level,
+            window=settings.flap_window,
+            start=settings.flap_start,
+            stop=settings.flap_stop,
+        )
+        return health, change, flap, edge
 
     def needs_recheck(self, name: str) -> bool:
         """True while the last probe failed and the project is not yet down: the scheduler
@@ -201,3 +249,4 @@ class HealthMonitor:
         self._health.pop(name, None)
         self._flap.pop(name, None)
         self._locks.pop(name, None)
+        self._settings.pop(name, None)

@@ -40,7 +40,7 @@ from yarl import URL
 
 from agents.address_guard import AddressRefused, GuardedResolver, refusal
 from agents.lean_http_conn import Closed, Connection, Expired, Key
-from agents.lean_http_parse import AnswerTooLarge, Head
+from agents.lean_http_parse import Head
 
 _MAX_IDLE_PER_HOST: Final = 8
 DEADLINE_TICK_S: Final = 0.02
@@ -116,19 +116,31 @@ class LeanHttp:
         InvalidHead, BrokenBody or AnswerTooLarge."""
         if self.closed:
             raise RuntimeError("the probe HTTP client is closed")
-        conn: Connection | None = None
-        try:
-            conn, head = await self._exchange(key, request, deadline)
-            if head.length is not None and head.length > max_body:
-                raise AnswerTooLarge(head.length)  # refused unread
-            body = await conn.read_body(head, max_body)
-        except BaseException:
-            if conn is not None:
+        conn = self._take_idle(key)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self._connect_before(key, deadline)
+            conn.deadline = deadline
+            conn.expired = False
+            self._reading.add(conn)
+            if self._tick is None:
+                self._tick = conn.loop.call_later(DEADLINE_TICK_S, self._check_deadlines)
+            try:
+                head, body = await conn.answer(request, max_body)
+                break
+            except Closed as exc:
                 conn.close()
-            raise
-        finally:
-            if conn is not None:
+                if not reused or exc.received >= 0 or conn.buf:
+                    raise
+                # A reused connection closed before a byte of the answer: the server's
+                # idle timeout won the race.  Once more on a fresh connection.
+            except BaseException:
+                conn.close()
+                raise
+            finally:
                 self._reading.discard(conn)
+            reused, conn = False, None
         if (
             head.keep_alive
             and not conn.buf
@@ -141,44 +153,15 @@ class LeanHttp:
             conn.close()
         return head, body
 
-    async def _exchange(self, key: Key, request: bytes, deadline: float) -> tuple[Connection, Head]:
-        """A connection (idle or new) that has sent ``request``, and the answer's head."""
-        conn = self._take_idle(key)
-        if conn is not None:
-            try:
-                return conn, await self._ask(conn, request, deadline)
-            except Closed as exc:
-                conn.close()
-                if exc.received >= 0 or conn.buf:
-                    raise
-                # Closed before a byte of the answer: the server's idle timeout won the
-                # race. Once more on a fresh connection.
-            except BaseException:
-                conn.close()
-                raise
+    async def _connect_before(self, key: Key, deadline: float) -> Connection:
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
-                conn = await self._connect(key)
+                return await self._connect(key)
         except TimeoutError:
             if scope.expired():
                 raise Expired(-1) from None
             raise
-        try:
-            return conn, await self._ask(conn, request, deadline)
-        except BaseException:
-            conn.close()
-            raise
-
-    async def _ask(self, conn: Connection, request: bytes, deadline: float) -> Head:
-        conn.deadline = deadline
-        conn.expired = False
-        self._reading.add(conn)
-        if self._tick is None:
-            self._tick = conn.loop.call_later(DEADLINE_TICK_S, self._check_deadlines)
-        assert conn.transport is not None
-        conn.transport.write(request)
-        return await conn.read_head()
 
     def _check_deadlines(self) -> None:
         self._tick = None

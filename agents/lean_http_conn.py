@@ -95,45 +95,49 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self) -> None:
-        """Until more bytes arrive or the connection ends; Expired past the deadline."""
-        if not self.closed and not self.expired:
-            self._waiter = waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        if self.expired:
-            raise Expired(self.received)
+    def _arrival(self) -> asyncio.Future[None]:
+        """Done when more bytes arrive, the connection ends or the deadline passes.  A
+        future rather than a coroutine: waking the reader then resumes one frame less."""
+        self._waiter = waiter = self.loop.create_future()
+        if self.closed or self.expired:
+            waiter.set_result(None)
+        return waiter
 
-    async def _more(self) -> None:
-        """Like ``_wait``, but a connection already ended is Closed."""
-        if self.closed:
-            raise Closed(self.received)
-        await self._wait()
-
-    async def read_head(self) -> Head:
+    async def answer(self, request: bytes, max_body: int) -> tuple[Head, bytes]:
+        """Send ``request`` and read its answer: the head, then the body.  One coroutine
+        for all of it (this is the probe's hot path).  Raises Closed, Expired,
+        InvalidHead, BrokenBody or AnswerTooLarge."""
+        assert self.transport is not None
+        self.transport.write(request)
         self.received = -1
-        while True:
-            head = parse_head(self.buf) if self.buf else None  # InvalidHead on garbage
-            if head is None:
-                await self._more()
-            elif head.status >= 200:
-                self.received = 0
-                return head
-            # else an interim answer (100 Continue, 103 Early Hints): the next one
-
-    async def read_body(self, head: Head, max_body: int) -> bytes:
         buf = self.buf
+        while True:
+            head = parse_head(buf) if buf else None  # InvalidHead on garbage
+            if head is None:
+                if self.closed:
+                    raise Closed(-1)
+                await self._arrival()
+                if self.expired:
+                    raise Expired(-1)
+            elif head.status >= 200:
+                break
+            # else an interim answer (100 Continue, 103 Early Hints): the next one
+        self.received = 0
         if head.length is not None:
             need = head.length
+            if need > max_body:
+                raise AnswerTooLarge(need)  # refused unread
             while len(buf) < need:
                 self.received = len(buf)
-                await self._more()
+                if self.closed:
+                    raise Closed(self.received)
+                await self._arrival()
+                if self.expired:
+                    raise Expired(self.received)
             body = bytes(buf[:need]) if len(buf) != need else bytes(buf)
             del buf[:need]
             self.received = need
-            return body
+            return head, body
         if head.chunked:
             decoder, parts = Chunked(), list[bytes]()
             while True:
@@ -141,16 +145,22 @@ class Connection(asyncio.Protocol):
                 if self.received > max_body:
                     raise AnswerTooLarge(None)
                 if decoder.done:
-                    return b"".join(parts)
-                await self._more()
+                    return head, b"".join(parts)
+                if self.closed:
+                    raise Closed(self.received)
+                await self._arrival()
+                if self.expired:
+                    raise Expired(self.received)
         while not self.closed:  # the body ends with the connection
             self.received = len(buf)
             if self.received > max_body:
                 raise AnswerTooLarge(None)
-            await self._wait()
+            await self._arrival()
+            if self.expired:
+                raise Expired(self.received)
         self.received = len(buf)
         if self.received > max_body:
             raise AnswerTooLarge(None)
         body = bytes(buf)
         buf.clear()
-        return body
+        return head, body

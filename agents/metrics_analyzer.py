@@ -24,6 +24,7 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from agents.clock import Clock
@@ -76,6 +77,8 @@ class MetricState:
 
 
 def _advance(flag: Flag, reached: bool, open_after: int, close_after: int) -> Flag:
+    if not reached and not flag.on and not flag.hits:
+        return flag  # off and still short of it: misses only count while on
     hits, misses = (flag.hits + 1, 0) if reached else (0, flag.misses + 1)
     on = flag.on
     if not on and hits >= open_after:
@@ -93,6 +96,8 @@ def step(
     # A level with no configured limit never holds (a reload may have removed it).
     warn = _advance(state.warn, rank >= 1, open_after, close_after)
     crit = _advance(state.crit, rank >= 2, open_after, close_after)
+    if warn is state.warn and crit is state.crit:
+        return state
     return MetricState(
         warn if threshold.warn is not None else Flag(),
         crit if threshold.crit is not None else Flag(),
@@ -102,6 +107,9 @@ def step(
 def _setting(project: Project, name: str) -> Any:
     value = getattr(project, name)  # None only on a Project not built through Config
     return getattr(_DEFAULTS, name) if value is None else value
+
+
+_CLEAR = MetricState()
 
 
 class MetricsAnalyzer:
@@ -119,43 +127,59 @@ class MetricsAnalyzer:
 
     async def observe(self, probe: ProbeResult, project: Project) -> list[Event]:
         """Feed one probe result; return the events emitted (already in the outbox)."""
-        if not probe.metrics:
+        if not probe.metrics or not project.thresholds:
             return []
         name = project.name
-        open_after = _setting(project, "anomaly_open_after")
-        close_after = _setting(project, "anomaly_close_after")
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            updates: dict[tuple[str, str], MetricState] = {}
-            events: list[Event] = []
-            now = self._clock.now()
-            for metric, threshold in project.thresholds.items():
-                value = probe.metrics.get(metric)
-                if value is None or not math.isfinite(value):
-                    continue  # absent (or garbage) counts neither way
-                key = (name, metric)
-                old = self._state.get(key, MetricState())
-                new = step(old, value, threshold, open_after=open_after, close_after=close_after)
-                updates[key] = new
-                if new.level == old.level:
-                    continue
-                if new.level == NONE:
-                    payload: dict[str, Any] = {"metric": metric, "value": value}
-                    events.append(Event(METRIC_RECOVERED, now, SOURCE, payload, project=name))
-                else:
-                    limit = threshold.crit if new.level == CRIT else threshold.warn
-                    payload = {
-                        "metric": metric,
-                        "value": value,
-                        "threshold": limit,
-                        "level": new.level,
-                    }
-                    events.append(Event(METRIC_ANOMALY, now, SOURCE, payload, project=name))
+        lock = self._locks.get(name)
+        if lock is None or not lock.locked():
+            # As in the HealthMonitor: samples that move no level commit at once.
+            updates, events = self._step(probe, project)
+            if not events:
+                self._state.update(updates)
+                return []
+            if lock is None:
+                lock = self._locks[name] = asyncio.Lock()
+        async with lock:
+            updates, events = self._step(probe, project)  # afresh, under the lock
             if events:
                 await self._relay.emit(events)
                 for event in events:
                     log.debug("%s %s %s", name, event.type, event.payload)
             self._state.update(updates)
             return events
+
+    def _step(
+        self, probe: ProbeResult, project: Project
+    ) -> tuple[dict[tuple[str, str], MetricState], list[Event]]:
+        """The new states of the project's thresholded metrics, and the events they make."""
+        name = project.name
+        open_after = _setting(project, "anomaly_open_after")
+        close_after = _setting(project, "anomaly_close_after")
+        updates: dict[tuple[str, str], MetricState] = {}
+        events: list[Event] = []
+        now: datetime | None = None
+        metrics = probe.metrics
+        for metric, threshold in project.thresholds.items():
+            value = metrics.get(metric)
+            if value is None or not math.isfinite(value):
+                continue  # absent (or garbage) counts neither way
+            key = (name, metric)
+            old = self._state.get(key, _CLEAR)
+            new = step(old, value, threshold, open_after=open_after, close_after=close_after)
+            if new is old:
+                continue
+            updates[key] = new
+            if new.level == old.level:
+                continue
+            now = now or self._clock.now()  # one time for all of this probe's events
+            if new.level == NONE:
+                payload: dict[str, Any] = {"metric": metric, "value": value}
+                events.append(Event(METRIC_RECOVERED, now, SOURCE, payload, project=name))
+            else:
+                limit = threshold.crit if new.level == CRIT else threshold.warn
+                payload = {"metric": metric, "value": value, "threshold": limit, "level": new.level}
+                events.append(Event(METRIC_ANOMALY, now, SOURCE, payload, project=name))
+        return updates, events
 
     def level(self, name: str, metric: str) -> str:
         state = self._state.get((name, metric))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from agents.clock import Clock, SystemClock
@@ -49,6 +50,42 @@ class LatenessLog:
         self._next = 0
 
 
+class Slots:
+    """A bound on probes in flight: ``asyncio.Semaphore``'s job, for the hot path.
+
+    A released slot is handed straight to the oldest waiter.  Python 3.11's semaphore
+    instead scans its waiters on every release and makes each woken task check again;
+    with a few hundred probes queued after a stall that was a tenth of the loop's CPU."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            elif waiter in self._waiters:  # (a release may have dropped it already)
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot goes to it, never back to the pool
+                return
+        self._free += 1
+
+
 class ProjectMonitor:
     def __init__(
         self,
@@ -64,7 +101,7 @@ class ProjectMonitor:
         self._on_result = on_result
         self._needs_recheck = needs_recheck
         self._clock = clock or SystemClock()
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = Slots(max_concurrency)
         self._rng = rng or random.Random()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._projects: dict[str, Project] = {}
@@ -128,10 +165,13 @@ class ProjectMonitor:
             delay = due - self._clock.monotonic()
             if delay > 0:
                 await self._clock.sleep(delay)
-            async with self._slots:
+            await self._slots.acquire()
+            try:
                 started = self._clock.monotonic()
                 self.lateness.add(max(0.0, started - due))
                 result = await self._probe(project)
+            finally:
+                self._slots.release()
             self.probes_done += 1
             try:
                 await self._on_result(result)

@@ -21,8 +21,10 @@ import asyncio
 import errno
 import ssl
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import aiohttp
 from aiohttp.helpers import parse_content_type
@@ -79,19 +81,30 @@ def target(url: str) -> Target:
     return Target(parsed, f"GET {path}", key, line.encode())
 
 
-async def fetch(
+def fetch(
     session: aiohttp.ClientSession,
     where: Target,
     headers: dict[str, str] | None,
     deadline: float,
     timeout: float,
     lean: LeanHttp | None = None,
-) -> Answer:
+) -> Coroutine[Any, Any, Answer]:
     """GET ``where`` before ``deadline`` (loop time); ``timeout`` is only for the reason.
 
-    With ``lean``, an http or https target goes through it instead of ``session``."""
+    With ``lean``, an http or https target goes through it instead of ``session``.  (A
+    plain function handing back either coroutine: one frame less on the hot path.)"""
     if lean is not None and where.lean_key is not None:
-        return await _fetch_lean(lean, where, headers, deadline, timeout)
+        return _fetch_lean(lean, where, headers, deadline, timeout)
+    return _fetch_aiohttp(session, where, headers, deadline, timeout)
+
+
+async def _fetch_aiohttp(
+    session: aiohttp.ClientSession,
+    where: Target,
+    headers: dict[str, str] | None,
+    deadline: float,
+    timeout: float,
+) -> Answer:
     started = time.perf_counter()
     received = -1  # body bytes so far; -1 until the status line and headers are in
     try:

@@ -40,6 +40,11 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
+def kernel_seconds() -> float:
+    """System CPU time of every thread of this process, in seconds."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100); NaN for no samples."""
     if not samples:

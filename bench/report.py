@@ -151,6 +151,7 @@ DIAGNOSTICS = (
     "rounds",
     "cpu_loop_thread_s",
     "cpu_other_threads_s",
+    "cpu_kernel_s",
     "loop_stall_p99_s",
     "loop_stall_max_s",
     "gc_pause_total_s",

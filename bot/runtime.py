@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -91,6 +91,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.config = config
+        self._indexed: tuple[Config, Mapping[str, Project]] = (config, config.project_index())
         self.clock = clock or SystemClock()
         self.options = options or RuntimeOptions()
         self.scope = Scope(self.options.orchestrator)
@@ -346,7 +347,10 @@ class Runtime:
                 self.analyzer.restore(incident.project, incident.condition[7:], level)
 
     async def _on_result(self, result: ProbeResult) -> None:
-        project = self.config.project(result.project)
+        config, index = self._indexed
+        if config is not self.config:  # reloaded: index the new one (once per reload)
+            config, index = self._indexed = (self.config, self.config.project_index())
+        project = index[result.project]
         self.recorder.add(result)
         for listener in self.result_listeners:
             listener(result)

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from agents.clock import FakeClock
 from agents.events import PROJECT_STATUS_CHANGED
 from agents.health import HealthMonitor
-from agents.monitor import ProjectMonitor
+from agents.monitor import ProjectMonitor, Slots
 from agents.probe import ProbeClient
 from agents.probe_result import ProbeResult
 from bot.config import Project
@@ -224,3 +224,62 @@ async def test_a_large_fleet_is_spread_over_the_first_interval(
         assert set(results.by_project.values()) == {2}
     finally:
         await monitor.stop()
+
+
+async def _settle() -> None:
+    """Let every ready task run (a few loop turns; nothing here waits on I/O)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_slots_bound_probes_in_flight_and_hand_over_in_order() -> None:
+    slots = Slots(2)
+    order: list[str] = []
+
+    async def probe(name: str, done: asyncio.Event) -> None:
+        await slots.acquire()
+        order.append(name)
+        try:
+            await done.wait()
+        finally:
+            slots.release()
+
+    gates = {name: asyncio.Event() for name in "abcd"}
+    tasks = [asyncio.create_task(probe(name, gate)) for name, gate in gates.items()]
+    await _settle()
+    assert order == ["a", "b"]  # two slots, two in flight; c and d wait
+    gates["b"].set()
+    await _settle()
+    assert order == ["a", "b", "c"]  # b's slot went to the oldest waiter
+    gates["a"].set()
+    gates["c"].set()
+    gates["d"].set()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "c", "d"]
+    # Every slot came back: two more fit at once.
+    await slots.acquire()
+    await slots.acquire()
+    assert not slots._waiters
+
+
+async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    waiting = asyncio.create_task(slots.acquire())
+    handed = asyncio.create_task(slots.acquire())
+    await _settle()
+    waiting.cancel()  # cancelled while queued: it leaves the queue
+    await asyncio.gather(waiting, return_exceptions=True)
+    slots.release()  # goes to the next live waiter
+    await _settle()
+    assert handed.done() and not handed.cancelled()
+    # A waiter handed the slot and cancelled before it ran passes the slot on.
+    late = asyncio.create_task(slots.acquire())
+    await _settle()
+    slots.release()  # handed to `late` ...
+    late.cancel()  # ... which is cancelled before it runs
+    await asyncio.gather(late, return_exceptions=True)
+    after = asyncio.create_task(slots.acquire())
+    await _settle()
+    assert after.done() and not after.cancelled()  # the slot was not lost
+    assert slots._free == 0 and not slots._waiters

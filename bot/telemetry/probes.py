@@ -2,18 +2,23 @@
 short window of recent probes for the contract's JSON numbers (rate, error share, p95).
 
 ``observe`` runs once per probe (``Runtime.result_listeners``), up to ~1000 times a
-second at 5,000 projects, so it only touches children bound once here (no label lookup)
-and appends one tuple to a bounded deque.
+second at 5,000 projects, so it only adds to plain numbers and appends one tuple to a
+bounded deque; ``collect`` turns the numbers into Prometheus families at scrape time
+(prometheus_client's own Counter and Histogram take a thread lock on every update,
+which showed in the per-probe profile).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from agents.probe_result import Level, ProbeResult
 
@@ -44,6 +49,8 @@ class RecentProbes:
 
 
 class ProbeInstruments:
+    """Counts probes by result and their latencies; registered as a custom collector."""
+
     def __init__(
         self,
         registry: CollectorRegistry,
@@ -52,28 +59,44 @@ class ProbeInstruments:
         window_s: float = WINDOW_S,
         capacity: int = WINDOW_CAPACITY,
     ) -> None:
-        results = Counter(
-            "orch_probes", "Probes made by this process, by result", ["result"], registry=registry
-        )
-        self._by_level = {level: results.labels(level.value) for level in Level}
-        self._latency = Histogram(
-            "orch_probe_latency_seconds",
-            "Probe latency (request to last body byte; the timeout for one that hung)",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self._by_level = dict.fromkeys(Level, 0)
+        # Per bucket (the last is +Inf), not yet cumulative: an observation adds to one.
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
         self._monotonic = monotonic
         self._window_s = window_s
         self._started = monotonic()
         # (monotonic time, latency ms, failed): appended per probe, pruned when read.
         self._recent: deque[tuple[float, float, bool]] = deque(maxlen=capacity)
+        registry.register(self)
 
     def observe(self, result: ProbeResult) -> None:
         level = result.level
-        self._by_level[level].inc()
+        self._by_level[level] += 1
         latency_ms = result.latency_ms
-        self._latency.observe(latency_ms / 1000.0)
+        seconds = latency_ms / 1000.0
+        # A bucket counts latencies up to and including its bound ("le").
+        self._buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self._latency_sum += seconds
         self._recent.append((self._monotonic(), latency_ms, level is Level.FAIL))
+
+    def collect(self) -> Iterator[Metric]:
+        results = CounterMetricFamily(
+            "orch_probes", "Probes made by this process, by result", labels=["result"]
+        )
+        for level, count in self._by_level.items():
+            results.add_metric([level.value], count)
+        yield results
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, math.inf), self._buckets, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(
+            "orch_probe_latency_seconds",
+            "Probe latency (request to last body byte; the timeout for one that hung)",
+            buckets=buckets,
+            sum_value=self._latency_sum,
+        )
 
     def recent(self) -> RecentProbes:
         now = self._monotonic()
