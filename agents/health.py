@@ -158,19 +158,12 @@ class HealthMonitor:
 
     async def observe(self, probe: ProbeResult, project: Project) -> list[Event]:
         """Feed one probe result; return the events emitted (already in the outbox)."""
+        if self.observe_quietly(probe, project):
+            return []
         name = project.name
         lock = self._locks.get(name)
-        if lock is None or not lock.locked():
-            # Nothing of this project is being announced: a probe that changes nothing
-            # (nearly all of them) commits at once, with nothing awaited between reading
-            # the state and writing it, so it needs no lock.
-            health, change, flap, edge = self._step(probe, project)
-            if change is None and edge is None:
-                self._health[name] = health
-                self._flap[name] = flap
-                return []
-            if lock is None:
-                lock = self._locks[name] = asyncio.Lock()
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
         async with lock:
             health, change, flap, edge = self._step(probe, project)  # afresh, under the lock
             events = []
@@ -192,6 +185,22 @@ class HealthMonitor:
             self._health[name] = health
             self._flap[name] = flap
             return events
+
+    def observe_quietly(self, probe: ProbeResult, project: Project) -> bool:
+        """Commit ``probe`` at once when it announces nothing and nothing of its project is
+        being announced (nearly every probe); False when ``observe`` must take it.  With
+        nothing awaited between reading the state and writing it, this needs no lock, and
+        the runtime calls it without making a coroutine."""
+        name = project.name
+        lock = self._locks.get(name)
+        if lock is not None and lock.locked():
+            return False
+        health, change, flap, edge = self._step(probe, project)
+        if change is not None or edge is not None:
+            return False
+        self._health[name] = health
+        self._flap[name] = flap
+        return True
 
     def _step(
         self, probe: ProbeResult, project: Project

@@ -127,18 +127,12 @@ class MetricsAnalyzer:
 
     async def observe(self, probe: ProbeResult, project: Project) -> list[Event]:
         """Feed one probe result; return the events emitted (already in the outbox)."""
-        if not probe.metrics or not project.thresholds:
+        if self.observe_quietly(probe, project):
             return []
         name = project.name
         lock = self._locks.get(name)
-        if lock is None or not lock.locked():
-            # As in the HealthMonitor: samples that move no level commit at once.
-            updates, events = self._step(probe, project)
-            if not events:
-                self._state.update(updates)
-                return []
-            if lock is None:
-                lock = self._locks[name] = asyncio.Lock()
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
         async with lock:
             updates, events = self._step(probe, project)  # afresh, under the lock
             if events:
@@ -147,6 +141,20 @@ class MetricsAnalyzer:
                     log.debug("%s %s %s", name, event.type, event.payload)
             self._state.update(updates)
             return events
+
+    def observe_quietly(self, probe: ProbeResult, project: Project) -> bool:
+        """As the HealthMonitor's: commit at once when no level moves (True), or leave the
+        probe to ``observe`` (False)."""
+        if not probe.metrics or not project.thresholds:
+            return True
+        lock = self._locks.get(project.name)
+        if lock is not None and lock.locked():
+            return False
+        updates, events = self._step(probe, project)
+        if events:
+            return False
+        self._state.update(updates)
+        return True
 
     def _step(
         self, probe: ProbeResult, project: Project

@@ -61,9 +61,15 @@ class Slots:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
+    def take(self) -> bool:
+        """Take a free slot now if there is one (no coroutine: the common case)."""
         if self._free > 0 and not self._waiters:
             self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.take():
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -165,7 +171,8 @@ class ProjectMonitor:
             delay = due - self._clock.monotonic()
             if delay > 0:
                 await self._clock.sleep(delay)
-            await self._slots.acquire()
+            if not self._slots.take():
+                await self._slots.acquire()
             try:
                 started = self._clock.monotonic()
                 self.lateness.add(max(0.0, started - due))

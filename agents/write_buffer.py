@@ -115,6 +115,19 @@ class Outage:
         self._late = self._dropped = 0
 
 
+# One ``emit`` waiting for the group commit: its events, and the future it awaits.
+_Emit = tuple[Sequence[Event], "asyncio.Future[None]"]
+
+
+def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    if done.done():  # the emitter was cancelled; its events were written all the same
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 class BufferedRelay(OutboxRelay):
     """``OutboxRelay`` whose ``emit`` holds events while the database is unreachable."""
 
@@ -136,6 +149,8 @@ class BufferedRelay(OutboxRelay):
         self._write_lock = asyncio.Lock()  # one write-back at a time
         self._write_timeout = write_timeout
         self._abandoned: asyncio.Future[None] | None = None  # a write given up on
+        self._waiting: deque[_Emit] = deque()  # emits for the next group commit
+        self._writer: asyncio.Task[None] | None = None
         self.outage = Outage("event outbox", "events", capacity, clock)
         self.held_total = 0  # events that had to wait, over the process's life
 
@@ -144,23 +159,61 @@ class BufferedRelay(OutboxRelay):
         return len(self._held)
 
     async def emit(self, events: Sequence[Event]) -> None:
+        """Store ``events`` (or hold them, see the module docstring), then wake the relay.
+
+        Group commit: emits that arrive while a write is in flight are written together
+        in the next transaction, each emit's events whole and in the order they came.  At
+        start-up every project announces its first status at once: 5,000 transactions
+        queued one behind the other took longer than the write timeout on SQLite and
+        looked like an outage; grouped, they are a handful of writes."""
         if not events:
             return
-        # No lock: emits of different projects may commit in any order, as they always
-        # could; a project's own emits are already one at a time (its HealthMonitor
-        # lock, then its analyzer), and once anything is held, what follows queues.
-        if self._held:
-            self._hold(events)
-            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting(), name="event-writer")
+        await done  # the writer's verdict: stored or held (returns), or refused (raises)
+
+    async def _write_waiting(self) -> None:
+        group: list[_Emit] = []
         try:
-            await self._append(events)
-        except Exception as exc:
-            if not unreachable(exc):
-                raise
-            self.outage.failed(exc, len(events))
+            while self._waiting:
+                group, size = [], 0
+                while self._waiting and (not group or size < WRITE_BATCH):
+                    emit = self._waiting.popleft()
+                    group.append(emit)
+                    size += len(emit[0])
+                await self._write_group(group)
+        except BaseException:  # cancelled (the loop is closing): no emit waits forever
+            for _events, done in (*group, *self._waiting):
+                if not done.done():
+                    done.cancel()
+            raise
+
+    async def _write_group(self, group: list[_Emit]) -> None:
+        events = [event for emitted, _done in group for event in emitted]
+        # Once anything is held, what follows queues behind it: nothing overtakes.
+        if not self._held:
+            try:
+                await self._append(events)
+            except Exception as exc:
+                if not unreachable(exc):
+                    if len(group) == 1:
+                        _settle(group[0][1], exc)
+                        return
+                    # The database refused a row: write each emit alone, so only the
+                    # one it belongs to fails.
+                    for emit in group:
+                        await self._write_group([emit])
+                    return
+                self.outage.failed(exc, len(events))
+                self._hold(events)
+            else:
+                self.wake()
+        else:
             self._hold(events)
-            return
-        self.wake()
+        for _emitted, done in group:
+            _settle(done, None)
 
     async def flush(self) -> int:
         """Write what was held (oldest first), then publish as the relay does."""
@@ -202,6 +255,8 @@ class BufferedRelay(OutboxRelay):
             raise
 
     async def stop(self) -> None:
+        if self._writer is not None:  # emits already made are written (or held) first
+            await asyncio.gather(self._writer, return_exceptions=True)
         try:
             await super().stop()
         finally:

@@ -68,7 +68,7 @@ async def run(args: argparse.Namespace) -> None:
         slack_api_url=args.slack_url,
         env={SECRET_ENV: SECRET},
     )
-    options = RuntimeOptions(serve_web=False, replica_id=args.replica_id)
+    options = RuntimeOptions(serve_web=False, replica_id=args.replica_id, tune_gc=True)
     if args.lease_ttl is not None:
         options.lease_ttl_s = args.lease_ttl
     runtime = Runtime(settings, config, options=options)

@@ -167,7 +167,10 @@ async def run_orch(plan: Plan) -> dict[str, Any]:
         port=0,
     )
     runtime = Runtime(
-        settings, config, options=RuntimeOptions(serve_web=False, extra_result_listeners=[observe])
+        settings,
+        config,
+        # As ``orch run``: the garbage collector tuned for a service (bot.gc_tuning).
+        options=RuntimeOptions(serve_web=False, extra_result_listeners=[observe], tune_gc=True),
     )
     await runtime.start()
     try:

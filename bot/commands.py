@@ -55,7 +55,7 @@ async def run(settings: Settings, config: Config, orchestrator: str | None = Non
     from bot.runtime import Runtime, RuntimeOptions
 
     stop = stop_event_on_signals()
-    options = RuntimeOptions(orchestrator=orchestrator, watch_config_s=CONFIG_POLL_S)
+    options = RuntimeOptions(orchestrator=orchestrator, watch_config_s=CONFIG_POLL_S, tune_gc=True)
     try:
         runtime = Runtime(settings, config, options=options)
     except UnknownGroup as exc:

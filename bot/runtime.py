@@ -38,6 +38,7 @@ from bot.api import ApiParts
 from bot.config import Config, Project
 from bot.dashboard import Dashboard
 from bot.event_text import EventLogger
+from bot.gc_tuning import tune_for_service
 from bot.jobs import JobScheduler
 from bot.network_policy import guarded_resolver, lean_probe_client
 from bot.notifier import SlackNotifier
@@ -78,6 +79,9 @@ class RuntimeOptions:
     # Reload projects.yml when it changes, checked this often (None: only on SIGHUP or
     # /orch reload).  Off by default here; ``orch run`` turns it on.
     watch_config_s: float | None = None
+    # Tune the garbage collector for a long-lived service once started (bot.gc_tuning);
+    # process-wide, so only ``orch run`` and the benchmarks turn it on.
+    tune_gc: bool = False
 
 
 class Runtime:
@@ -248,6 +252,8 @@ class Runtime:
             )  # fmt: skip
             await self.heartbeat.start()
             self._started.append("heartbeat")
+        if self.options.tune_gc:
+            tune_for_service()
 
     async def stop(self) -> None:
         """Stop in reverse order of start; each step runs even if an earlier one failed."""
@@ -354,8 +360,11 @@ class Runtime:
         self.recorder.add(result)
         for listener in self.result_listeners:
             listener(result)
-        await self.health.observe(result, project)
-        await self.analyzer.observe(result, project)
+        # Nearly every probe changes nothing worth announcing: taken without a coroutine.
+        if not self.health.observe_quietly(result, project):
+            await self.health.observe(result, project)
+        if not self.analyzer.observe_quietly(result, project):
+            await self.analyzer.observe(result, project)
 
     def _ready_checks(self) -> dict[str, ReadyCheck]:
         # Down: "database unreachable (…); held in memory: N probe results, M events".
