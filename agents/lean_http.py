@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
+from collections.abc import Sequence
 from ipaddress import ip_address
 from typing import Final
 
@@ -39,10 +41,11 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from agents.address_guard import AddressRefused, GuardedResolver, refusal
-from agents.lean_http_conn import Closed, Connection, Expired, Key
+from agents.lean_http_conn import Closed, Connection, Expired, Key, Unanswered
 from agents.lean_http_parse import Head
 
 _MAX_IDLE_PER_HOST: Final = 8
+Timed = tuple[Head, bytes, float]  # an answer, and when it was complete (perf_counter)
 DEADLINE_TICK_S: Final = 0.02
 
 
@@ -97,6 +100,7 @@ class LeanHttp:
         self._tick: asyncio.TimerHandle | None = None
         self.closed = False
         self.connections_opened = 0  # for tests and the bench: how often reuse failed
+        self._unpipelined: set[Key] = set()  # where a pipeline once went unanswered
 
     @staticmethod
     def handles(url: URL) -> bool:
@@ -121,11 +125,7 @@ class LeanHttp:
         while True:
             if conn is None:
                 conn = await self._connect_before(key, deadline)
-            conn.deadline = deadline
-            conn.expired = False
-            self._reading.add(conn)
-            if self._tick is None:
-                self._tick = conn.loop.call_later(DEADLINE_TICK_S, self._check_deadlines)
+            self._watch(conn, deadline)
             try:
                 head, body = await conn.answer(request, max_body)
                 break
@@ -141,17 +141,102 @@ class LeanHttp:
             finally:
                 self._reading.discard(conn)
             reused, conn = False, None
-        if (
-            head.keep_alive
-            and not conn.buf
-            and not conn.closed
-            and not conn.expired
-            and self._reuse
-        ):
-            self._park(key, conn)
+        if head.keep_alive:
+            self._release(key, conn)
         else:
             conn.close()
         return head, body
+
+    async def get_all(
+        self, key: Key, requests: Sequence[bytes], deadline: float, max_body: int
+    ) -> list[Timed | Exception]:
+        """Several GETs to one ``key``, pipelined (RFC 9112 §9.3.2): written at once on one
+        connection, their answers read in order, each with the ``perf_counter`` time it
+        was complete.  One write and one connection instead of one per request: for a
+        contract probe's /health, /metrics and /status, a third less CPU per request.
+
+        Returns an answer or the exception it ended with, per request, in order.  A
+        server may close the connection after any answer (``Connection: close``, an
+        HTTP/1.0 server): what it left unanswered goes on a fresh connection.  After a
+        broken answer, the rest get one fresh connection too.  When the deadline passes,
+        the request being waited for gets ``Expired`` and those behind it
+        ``Unanswered``; and since a server that ignores pipelined requests looks just
+        the same, ``pipelines(key)`` is False from then on (the caller then sends them
+        concurrently, one connection each, as before).  Everything else is as in
+        ``get``."""
+        if self.closed:
+            raise RuntimeError("the probe HTTP client is closed")
+        answers: list[Timed | Exception] = []
+        pending = list(requests)
+        conn = self._take_idle(key)
+        reused, spare_connections = conn is not None, 1
+        while pending:
+            if conn is None:
+                try:
+                    conn = await self._connect_before(key, deadline)
+                except Exception as exc:
+                    answers.extend([exc] * len(pending))
+                    return answers
+            self._watch(conn, deadline)
+            conn.send(b"".join(pending))
+            done, error, keep = 0, None, True
+            try:
+                while done < len(pending) and keep:
+                    head, body = await conn.answer(None, max_body)
+                    answers.append((head, body, time.perf_counter()))
+                    done += 1
+                    keep = head.keep_alive
+            except Exception as exc:
+                error = exc
+            except BaseException:
+                conn.close()
+                raise
+            finally:
+                self._reading.discard(conn)
+            del pending[:done]
+            if error is None and keep and not conn.buf:
+                break  # all answered, and the connection can carry more
+            conn.close()
+            conn = None
+            if error is None:  # the server closed after an answer: the rest go anew
+                continue
+            if isinstance(error, Closed) and error.received < 0 and done == 0 and reused:
+                reused = False  # an idle connection the server had closed: once more
+                continue
+            if isinstance(error, Expired):
+                if len(pending) > 1:
+                    self._unpipelined.add(key)
+                answers.append(error)
+                answers.extend(Unanswered() for _ in pending[1:])
+                return answers
+            answers.append(error)  # a broken answer: the request it answered failed
+            del pending[:1]
+            if not spare_connections:
+                answers.extend([error] * len(pending))
+                return answers
+            spare_connections -= 1
+        if conn is not None:
+            self._release(key, conn)
+        return answers
+
+    def pipelines(self, key: Key) -> bool:
+        """Whether ``get_all`` is worth using for ``key`` (see there)."""
+        return key not in self._unpipelined
+
+    def _watch(self, conn: Connection, deadline: float) -> None:
+        """Reading ``conn`` until ``deadline``: the periodic check expires it then."""
+        conn.deadline = deadline
+        conn.expired = False
+        self._reading.add(conn)
+        if self._tick is None:
+            self._tick = conn.loop.call_later(DEADLINE_TICK_S, self._check_deadlines)
+
+    def _release(self, key: Key, conn: Connection) -> None:
+        """After a complete answer: back to the pool if it can carry another request."""
+        if not conn.buf and not conn.closed and not conn.expired and self._reuse:
+            self._park(key, conn)
+        else:
+            conn.close()
 
     async def _connect_before(self, key: Key, deadline: float) -> Connection:
         scope = asyncio.timeout_at(deadline)

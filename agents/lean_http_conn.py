@@ -34,6 +34,12 @@ class Expired(Exception):
         self.received = received
 
 
+class Unanswered(Exception):
+    """A pipelined request the server never answered although it answered an earlier one
+    on the same connection: likely a server that does not take pipelined requests (the
+    client sends it one request at a time from then on)."""
+
+
 class Connection(asyncio.Protocol):
     """One TCP connection; the reading side of a single request at a time."""
 
@@ -103,12 +109,17 @@ class Connection(asyncio.Protocol):
             waiter.set_result(None)
         return waiter
 
-    async def answer(self, request: bytes, max_body: int) -> tuple[Head, bytes]:
-        """Send ``request`` and read its answer: the head, then the body.  One coroutine
-        for all of it (this is the probe's hot path).  Raises Closed, Expired,
-        InvalidHead, BrokenBody or AnswerTooLarge."""
+    def send(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(request)
+        self.transport.write(data)
+
+    async def answer(self, request: bytes | None, max_body: int) -> tuple[Head, bytes]:
+        """Send ``request`` (None: sent already, pipelined) and read its answer: the head,
+        then the body.  One coroutine for all of it (this is the probe's hot path).
+        Raises Closed, Expired, InvalidHead, BrokenBody or AnswerTooLarge."""
+        if request is not None:
+            assert self.transport is not None
+            self.transport.write(request)
         self.received = -1
         buf = self.buf
         while True:

@@ -31,7 +31,7 @@ import aiohttp
 from agents import probe_parse as parse
 from agents.clock import Clock
 from agents.lean_http import LeanHttp
-from agents.probe_fetch import MAX_BODY, Answer, ProbeError, Target, fetch, target
+from agents.probe_fetch import MAX_BODY, Answer, ProbeError, Target, fetch, fetch_all, target
 from agents.probe_parse import BadAnswer
 from agents.probe_prometheus import prometheus_metrics
 from agents.probe_result import Level, ProbeResult
@@ -115,36 +115,31 @@ class ProbeClient:
     ) -> ProbeResult:
         health_t, metrics_t, status_t = _contract_targets(project.url)
         session, lean = self._session, self._lean
-        health_call = fetch(session, health_t, _HEALTH_HEADERS, deadline, timeout, lean)
         if not scrape:
-            alone = await health_call  # a ProbeError here becomes the FAIL in probe()
-            level, reason, version = _health_verdict(alone)
-            known = self._side_problems.get(project.name)
-            if known and level is not Level.FAIL:
-                level = Level.WARN
-                reason = f"{reason}; {known}" if reason else known
-            return ProbeResult(
-                project.name, ts, level, alone.latency_ms, reason, alone.status,
-                version=version,
-            )  # fmt: skip
-        answers = await asyncio.gather(
-            health_call,
-            fetch(session, metrics_t, _JSON_HEADERS, deadline, timeout, lean),
-            fetch(session, status_t, _JSON_HEADERS, deadline, timeout, lean),
-            return_exceptions=True,
+            # A ProbeError here becomes the FAIL in probe().
+            alone = await fetch(session, health_t, _HEALTH_HEADERS, deadline, timeout, lean)
+            return self._health_only(project, ts, alone)
+        wanted = (
+            (health_t, _HEALTH_HEADERS),
+            (metrics_t, _JSON_HEADERS),
+            (status_t, _JSON_HEADERS),
         )
-        for answer in answers:  # fetch raises only ProbeError: anything else is cancellation
-            if isinstance(answer, BaseException) and not isinstance(answer, ProbeError):
-                raise answer
-        health, metrics_a, status_a = answers
+        health, metrics_a, status_a = await fetch_all(session, wanted, deadline, timeout, lean)
+        side: tuple[Answer | ProbeError | None, ...] = (metrics_a, status_a)
+        if _unanswered(metrics_a) or _unanswered(status_a):
+            # Queued behind a request that timed out (or the server ignores pipelined
+            # requests): from now on they go concurrently, and the next probe scrapes
+            # again.  What was never asked is no problem of the project's.
+            self._scraped_at.pop(project.name, None)
+            side = tuple(None if _unanswered(a) else a for a in side)
         metrics: dict[str, float] = {}
-        metrics_doc, metrics_problem = _side_doc(metrics_a, metrics_t)
+        metrics_doc, metrics_problem = _side_doc(side[0], metrics_t)
         if metrics_doc is not None:
             metrics, problems = parse.contract_metrics(metrics_doc)
             if problems:
                 metrics_problem = parse.join_problems(metrics_t.label, problems)
         state = status_version = None
-        status_doc, status_problem = _side_doc(status_a, status_t)
+        status_doc, status_problem = _side_doc(side[1], status_t)
         if status_doc is not None:
             state, status_version, problems = parse.contract_status(status_doc)
             if problems:
@@ -169,6 +164,17 @@ class ProbeClient:
             project.name, ts, level, health.latency_ms, reason, health.status,
             metrics=metrics, state=state, version=status_version or health_version,
         )  # fmt: skip
+
+    def _health_only(self, project: Project, ts: datetime, alone: Answer) -> ProbeResult:
+        """The verdict of /health alone; a problem the last scrape found keeps it at WARN."""
+        level, reason, version = _health_verdict(alone)
+        known = self._side_problems.get(project.name)
+        if known and level is not Level.FAIL:
+            level = Level.WARN
+            reason = f"{reason}; {known}" if reason else known
+        return ProbeResult(
+            project.name, ts, level, alone.latency_ms, reason, alone.status, version=version
+        )
 
     # -- http -------------------------------------------------------------------------
 
@@ -237,8 +243,17 @@ def _health_verdict(answer: Answer) -> tuple[Level, str, str | None]:
     return level, f"{answer.label}: {detail}" if detail else "", version
 
 
-def _side_doc(answer: Answer | BaseException, where: Target) -> tuple[dict[str, Any] | None, str]:
-    """The JSON object of a /metrics or /status answer, or (None, the problem)."""
+def _unanswered(answer: Answer | ProbeError | None) -> bool:
+    return isinstance(answer, ProbeError) and answer.retry
+
+
+def _side_doc(
+    answer: Answer | BaseException | None, where: Target
+) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object of a /metrics or /status answer, or (None, the problem); (None, "")
+    for one that was never asked (None)."""
+    if answer is None:
+        return None, ""
     if not isinstance(answer, Answer):
         return None, answer.reason if isinstance(answer, ProbeError) else f"{where.label}: {answer}"
     try:

@@ -21,10 +21,10 @@ import asyncio
 import errno
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp.helpers import parse_content_type
@@ -33,8 +33,8 @@ from yarl import URL
 
 from agents.address_guard import AddressRefused
 from agents.lean_http import ConnectFailed, Expired, LeanHttp, TlsFailed, Unresolvable
-from agents.lean_http_conn import Closed
-from agents.lean_http_parse import AnswerTooLarge, BrokenBody, InvalidHead, decode_body
+from agents.lean_http_conn import Closed, Unanswered
+from agents.lean_http_parse import AnswerTooLarge, BrokenBody, Head, InvalidHead, decode_body
 
 MAX_BODY = 1 << 20  # 1 MiB: far above any health document, far below a memory problem
 
@@ -46,6 +46,7 @@ class ProbeError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.latency_ms = latency_ms
+        self.retry = False  # unanswered in a pipeline: not the endpoint's fault (fetch_all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,27 +155,74 @@ async def _fetch_lean(
     try:
         request = where.request_line + _headers_of(headers)
         head, body = await lean.get(where.lean_key, request, deadline, MAX_BODY)
-        fields = head.headers
-        coding = fields.get("content-encoding")
-        if coding is not None:
-            body = decode_body(body, coding, MAX_BODY)
-        raw_type = fields.get("content-type")
-        content_type, charset = ("", None) if raw_type is None else _media_type(raw_type)
-        return Answer(
-            where.label,
-            head.status,
-            content_type,
-            charset,
-            fields.get("location"),
-            body,
-            (time.perf_counter() - started) * 1000.0,
-        )
+        return _lean_answer(where, head, body, started, time.perf_counter())
     except Exception as exc:  # every failure becomes a reason; CancelledError passes
-        received = exc.received if isinstance(exc, Closed | Expired) else -1
-        reason = _describe(exc, received, timeout)
-        raise ProbeError(
-            f"{where.label}: {reason}", (time.perf_counter() - started) * 1000.0
-        ) from exc
+        raise _lean_error(where, exc, started, timeout) from exc
+
+
+async def fetch_all(
+    session: aiohttp.ClientSession,
+    wanted: Sequence[tuple[Target, dict[str, str] | None]],
+    deadline: float,
+    timeout: float,
+    lean: LeanHttp | None = None,
+) -> list[Answer | ProbeError]:
+    """Several GETs to one origin, each an answer or its ProbeError, in order.  Through
+    the lean client they are pipelined on one connection (``LeanHttp.get_all``); a
+    ProbeError with ``retry`` set was never answered because the one before it timed
+    out (not its own fault: ask again).  Otherwise, and for an origin where a pipeline
+    once went unanswered, they run concurrently, one ``fetch`` each."""
+    key = wanted[0][0].lean_key
+    if (
+        lean is None
+        or key is None
+        or not lean.pipelines(key)
+        or any(where.lean_key != key for where, _h in wanted)
+    ):
+        calls = (fetch(session, where, h, deadline, timeout, lean) for where, h in wanted)
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        for answer in answers:  # fetch raises only ProbeError: anything else is cancellation
+            if isinstance(answer, BaseException) and not isinstance(answer, ProbeError):
+                raise answer
+        return cast(list[Answer | ProbeError], answers)
+    started = time.perf_counter()
+    try:
+        requests = [where.request_line + _headers_of(h) for where, h in wanted]
+        results = await lean.get_all(key, requests, deadline, MAX_BODY)
+    except Exception as exc:  # a closed client: every request fails the same way
+        results = [exc] * len(wanted)
+    out: list[Answer | ProbeError] = []
+    for (where, _h), result in zip(wanted, results, strict=True):
+        if isinstance(result, Exception):
+            out.append(_lean_error(where, result, started, timeout))
+            continue
+        head, body, done = result
+        try:
+            out.append(_lean_answer(where, head, body, started, done))
+        except Exception as exc:  # a body whose coding is broken, say
+            out.append(_lean_error(where, exc, started, timeout))
+    return out
+
+
+def _lean_answer(where: Target, head: Head, body: bytes, started: float, done: float) -> Answer:
+    fields = head.headers
+    coding = fields.get("content-encoding")
+    if coding is not None:
+        body = decode_body(body, coding, MAX_BODY)
+    raw_type = fields.get("content-type")
+    content_type, charset = ("", None) if raw_type is None else _media_type(raw_type)
+    return Answer(
+        where.label, head.status, content_type, charset, fields.get("location"), body,
+        (done - started) * 1000.0,
+    )  # fmt: skip
+
+
+def _lean_error(where: Target, exc: Exception, started: float, timeout: float) -> ProbeError:
+    received = exc.received if isinstance(exc, Closed | Expired) else -1
+    reason = _describe(exc, received, timeout)
+    error = ProbeError(f"{where.label}: {reason}", (time.perf_counter() - started) * 1000.0)
+    error.retry = isinstance(exc, Unanswered)
+    return error
 
 
 # The header dicts of a probe are module constants: their bytes are kept by identity
@@ -225,6 +273,8 @@ def _describe(exc: Exception, received: int, timeout: float) -> str:
         if exc.length is not None:
             return f"answer larger than 1 MiB (Content-Length {exc.length})"
         return "answer larger than 1 MiB, cut off"
+    if isinstance(exc, Unanswered):
+        return f"not answered within {timeout}s (queued behind a request that timed out)"
     if isinstance(exc, Expired):
         exc = TimeoutError()
     if isinstance(exc, Closed):
