@@ -5,10 +5,12 @@ hangs, drips, redirects or answers garbage is a FAIL with a reason naming the re
 the problem, because the monitor loop must keep going whatever a project does.
 
 Levels:
-- ``contract``: /health decides pass/warn/fail. /metrics and /status are fetched
-  concurrently (same deadline); when they are broken the project is not down, so the
-  level is capped at WARN with their reasons, and whatever parsed is kept.  The
-  monitor's ``poll`` fetches them only once per ``scrape_interval``.
+- ``contract``: /health decides pass/warn/fail. /metrics and /status come with it,
+  pipelined on one connection (same deadline; an origin where a pipeline went unanswered
+  is asked concurrently instead, see ``probe_fetch.fetch_all``); when they are broken
+  the project is not down, so the level is capped at WARN with their reasons, and
+  whatever parsed is kept.  The monitor's ``poll`` fetches them only once per
+  ``scrape_interval``.
 - ``http``: PASS when the status code, ``body_contains`` and ``json_path`` all hold.
 - ``prometheus``: PASS when the page is HTTP 200 and parses (see agents.probe_prometheus).
 
