@@ -69,10 +69,11 @@ class ProbeRecorder:
                 probe=result.probe,
             )
         )
-        self._samples.extend(
-            MetricSample(result.project, result.ts, metric, value)
-            for metric, value in result.metrics.items()
-        )
+        if result.metrics:  # most probes scrape nothing (once per scrape_interval)
+            self._samples.extend(
+                MetricSample(result.project, result.ts, metric, value)
+                for metric, value in result.metrics.items()
+            )
         if len(self._probes) + len(self._samples) >= self._max_rows:
             self._full.set()
 
