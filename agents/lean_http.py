@@ -159,9 +159,10 @@ class LeanHttp:
         server may close the connection after any answer (``Connection: close``, an
         HTTP/1.0 server): what it left unanswered goes on a fresh connection.  After a
         broken answer, the rest get one fresh connection too.  When the deadline passes,
-        the request being waited for gets ``Expired`` and those behind it
-        ``Unanswered``; and since a server that ignores pipelined requests looks just
-        the same, ``pipelines(key)`` is False from then on (the caller then sends them
+        a request that was first on its connection gets ``Expired``, and any queued
+        behind another ``Unanswered`` (the one ahead may have kept it waiting: it is not
+        judged); since a server that ignores pipelined requests looks just the same,
+        ``pipelines(key)`` is False from then on (the caller then sends them
         concurrently, one connection each, as before).  Everything else is as in
         ``get``."""
         if self.closed:
@@ -204,10 +205,14 @@ class LeanHttp:
                 reused = False  # an idle connection the server had closed: once more
                 continue
             if isinstance(error, Expired):
-                if len(pending) > 1:
+                # Only a request nothing was ahead of on its connection is judged by the
+                # timeout; one queued behind another may have been kept waiting by it.
+                if len(requests) > 1:
                     self._unpipelined.add(key)
-                answers.append(error)
-                answers.extend(Unanswered() for _ in pending[1:])
+                if not done:
+                    answers.append(error)
+                    del pending[:1]
+                answers.extend(Unanswered() for _ in pending)
                 return answers
             answers.append(error)  # a broken answer: the request it answered failed
             del pending[:1]

@@ -129,9 +129,9 @@ class ProbeClient:
         health, metrics_a, status_a = await fetch_all(session, wanted, deadline, timeout, lean)
         side: tuple[Answer | ProbeError | None, ...] = (metrics_a, status_a)
         if _unanswered(metrics_a) or _unanswered(status_a):
-            # Queued behind a request that timed out (or the server ignores pipelined
-            # requests): from now on they go concurrently, and the next probe scrapes
-            # again.  What was never asked is no problem of the project's.
+            # Queued behind another request when the deadline passed (one that hung, or
+            # a server that ignores pipelined requests): not judged now.  From now on the
+            # three go concurrently, and the next probe scrapes again.
             self._scraped_at.pop(project.name, None)
             side = tuple(None if _unanswered(a) else a for a in side)
         metrics: dict[str, float] = {}

@@ -169,9 +169,10 @@ async def fetch_all(
 ) -> list[Answer | ProbeError]:
     """Several GETs to one origin, each an answer or its ProbeError, in order.  Through
     the lean client they are pipelined on one connection (``LeanHttp.get_all``); a
-    ProbeError with ``retry`` set was never answered because the one before it timed
-    out (not its own fault: ask again).  Otherwise, and for an origin where a pipeline
-    once went unanswered, they run concurrently, one ``fetch`` each."""
+    ProbeError with ``retry`` set was queued behind another request when the deadline
+    passed (maybe kept waiting by it: not to be judged, ask again).  Otherwise, and for
+    an origin where a pipeline once went unanswered, they run concurrently, one
+    ``fetch`` each."""
     key = wanted[0][0].lean_key
     if (
         lean is None
@@ -274,7 +275,7 @@ def _describe(exc: Exception, received: int, timeout: float) -> str:
             return f"answer larger than 1 MiB (Content-Length {exc.length})"
         return "answer larger than 1 MiB, cut off"
     if isinstance(exc, Unanswered):
-        return f"not answered within {timeout}s (queued behind a request that timed out)"
+        return f"not answered within {timeout}s (queued behind another request)"
     if isinstance(exc, Expired):
         exc = TimeoutError()
     if isinstance(exc, Closed):

@@ -123,8 +123,8 @@ async def test_a_server_that_ignores_pipelined_requests_is_asked_concurrently_af
     serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
 ) -> None:
     """It answers the first request of a connection and sits on the rest.  The first
-    probe sees /metrics time out and /status never answered (not judged); from then on
-    the three go concurrently, one connection each, and all answer."""
+    probe sees /metrics and /status queued at the deadline (not judged: "retry"); from
+    then on the three go concurrently, one connection each, and all answer."""
     release = asyncio.Event()
 
     async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -138,14 +138,35 @@ async def test_a_server_that_ignores_pipelined_requests_is_asked_concurrently_af
     try:
         health, metrics, status = await probe_three(server, lean, timeout=0.3)
         assert isinstance(health, Answer)
-        assert isinstance(metrics, ProbeError) and not metrics.retry
-        assert metrics.reason == "GET /metrics: no answer within 0.3s"
+        assert isinstance(metrics, ProbeError) and metrics.retry
         assert isinstance(status, ProbeError) and status.retry
         assert status.reason == (
-            "GET /status: not answered within 0.3s (queued behind a request that timed out)"
+            "GET /status: not answered within 0.3s (queued behind another request)"
         )
         assert not lean.pipelines(("127.0.0.1", server.port, False))
         got = await probe_three(server, lean)
         assert [a.status for a in got if isinstance(a, Answer)] == [200, 200, 200]
     finally:
         release.set()
+
+
+async def test_a_request_first_on_its_connection_is_judged_by_the_deadline(
+    serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
+) -> None:
+    """/health itself hangs: it timed out with nothing ahead of it, so it gets the usual
+    reason; the two queued behind it are not judged."""
+    release = asyncio.Event()
+
+    async def reply(n: int, _request: bytes, writer: asyncio.StreamWriter) -> bool:
+        await release.wait()
+        return False
+
+    server = await serve(reply)
+    try:
+        health, metrics, status = await probe_three(server, lean, timeout=0.3)
+    finally:
+        release.set()
+    assert isinstance(health, ProbeError) and not health.retry
+    assert health.reason == "GET /health: no answer within 0.3s"
+    assert isinstance(metrics, ProbeError) and metrics.retry
+    assert isinstance(status, ProbeError) and status.retry
