@@ -225,24 +225,36 @@ def _health_verdict(answer: Answer) -> tuple[Level, str, str | None]:
     code = answer.status
     if code not in (200, 503):
         return Level.FAIL, f"{answer.label}: {parse.redirect_or_status(answer)}", None
+    judge = _health_document if len(answer.body) <= _REMEMBERED_BODY else _judge_health
+    level, detail, version = judge(code, answer.content_type, answer.body)
+    return level, f"{answer.label}: {detail}" if detail else "", version
+
+
+_REMEMBERED_BODY = 512  # bytes: a health document this small is judged once per content
+
+
+def _judge_health(code: int, content_type: str, body: bytes) -> tuple[Level, str, str | None]:
+    """(level, what is wrong or "", version) of a 200 or 503 /health answer."""
+    answer = Answer("", code, content_type, None, None, body, 0.0)
     try:
         parse.expect_json_type(answer, parse.HEALTH_TYPES, "application/health+json")
-        doc = parse.load_object(answer.body)
+        doc = parse.load_object(body)
         level, detail = parse.health_status(doc)
     except BadAnswer as exc:
         # A 503 that is not health+json is usually a proxy's error page: say both.
         prefix = "" if code == 200 else f"HTTP {code}, "
-        return Level.FAIL, f"{answer.label}: {prefix}{exc}", None
+        return Level.FAIL, f"{prefix}{exc}", None
     version = doc.get("version")
     version = version if isinstance(version, str) else None
     expected = 503 if level is Level.FAIL else 200
     if code != expected:
-        return (
-            Level.FAIL,
-            f'{answer.label}: HTTP {code} with status "{level}" (expected {expected})',
-            version,
-        )
-    return level, f"{answer.label}: {detail}" if detail else "", version
+        return Level.FAIL, f'HTTP {code} with status "{level}" (expected {expected})', version
+    return level, detail, version
+
+
+# Most services answer /health with the same few bytes probe after probe: parsing and
+# judging them once per distinct answer saves a JSON decode on nearly every probe.
+_health_document = lru_cache(maxsize=4096)(_judge_health)
 
 
 def _unanswered(answer: Answer | ProbeError | None) -> bool:
