@@ -13,7 +13,7 @@ came from is never used again (agents.lean_http).
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAX_HEAD = 64 * 1024  # status line + header fields; aiohttp's own limits are about this
 _MAX_CHUNK_LINE = 4096
@@ -38,8 +38,10 @@ class AnswerTooLarge(Exception):
         self.length = length
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
+    """An answer's status line and header fields, framed.  A named tuple: one is made per
+    answer, and a tuple is made several times faster than a frozen dataclass."""
+
     status: int
     headers: dict[str, str]  # lower-case names; a repeated field's values joined by ", "
     keep_alive: bool  # the server lets the connection carry another request
