@@ -210,12 +210,24 @@ class HealthMonitor:
         if known is None or known[0] is not project:  # new, or changed by a reload
             known = self._settings[name] = (project, _Settings.of(project))
         settings = known[1]
-        health, change = step(
-            self._health.get(name, _UNKNOWN),
-            probe,
-            failure_threshold=settings.failure_threshold,
-            success_threshold=settings.success_threshold,
-        )
+        state = self._health.get(name, _UNKNOWN)
+        if (
+            probe.level is Level.PASS
+            and state.last is Level.PASS
+            and state.status == HEALTHY
+            and state.goods >= settings.success_threshold
+            and state.same >= settings.success_threshold
+        ):
+            # Healthy and passing: ``step`` would only count the streaks further, and no
+            # decision reads them beyond the threshold they already reach (most probes).
+            health, change = state, None
+        else:
+            health, change = step(
+                state,
+                probe,
+                failure_threshold=settings.failure_threshold,
+                success_threshold=settings.success_threshold,
+            )
         flap, edge = flapping.step(
             self._flap.get(name, _STEADY),
             probe.level,
