@@ -5,8 +5,9 @@ tests/test_lean_https.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -89,3 +90,21 @@ def replies(*answers: bytes, keep: bool = True) -> Reply:
         return keep
 
     return reply
+
+
+@contextlib.asynccontextmanager
+async def raw_servers() -> AsyncIterator[Serve]:
+    """Start raw servers on demand (``await start(reply)``); all stopped at the end."""
+    servers: list[RawServer] = []
+
+    async def start(reply: Reply) -> RawServer:
+        server = RawServer(reply)
+        await server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await server.stop()

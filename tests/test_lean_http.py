@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -21,25 +21,16 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from agents.address_guard import GuardedResolver
 from agents.lean_http import LeanHttp
 from agents.probe_fetch import MAX_BODY
-from tests.raw_http import HEALTH, OK, Client, RawServer, Reply, Serve, replies
+from tests.raw_http import HEALTH, OK, Client, RawServer, Serve, raw_servers, replies
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Reply], Awaitable[RawServer]]]:
-    servers: list[RawServer] = []
-
-    async def start(reply: Reply) -> RawServer:
-        server = RawServer(reply)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
+async def serve() -> AsyncIterator[Serve]:
+    async with raw_servers() as start:
+        yield start
 
 
 @pytest.fixture

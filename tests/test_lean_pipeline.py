@@ -6,14 +6,14 @@ probe reports (agents.probe_fetch.fetch_all)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from agents.lean_http import LeanHttp
 from agents.probe_fetch import Answer, ProbeError, fetch_all, target
-from tests.raw_http import HEALTH, OK, RawServer, Reply, replies
+from tests.raw_http import HEALTH, OK, RawServer, Serve, raw_servers, replies
 
 pytestmark = pytest.mark.timeout(30)
 PATHS = ("/health", "/metrics", "/status")
@@ -21,18 +21,9 @@ JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Reply], Awaitable[RawServer]]]:
-    servers: list[RawServer] = []
-
-    async def start(reply: Reply) -> RawServer:
-        server = RawServer(reply)
-        await server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.stop()
+async def serve() -> AsyncIterator[Serve]:
+    async with raw_servers() as start:
+        yield start
 
 
 @pytest.fixture
@@ -64,7 +55,7 @@ def answer(body: bytes, *extra: bytes) -> bytes:
 
 
 async def test_three_requests_share_one_connection_and_keep_their_order(
-    serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
+    serve: Serve, lean: LeanHttp
 ) -> None:
     async def reply(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         path = request.split(b" ", 2)[1]
@@ -88,7 +79,7 @@ async def test_three_requests_share_one_connection_and_keep_their_order(
 
 
 async def test_a_server_closing_after_the_first_answer_gets_the_rest_anew(
-    serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
+    serve: Serve, lean: LeanHttp
 ) -> None:
     """An HTTP/1.0-minded server: one answer per connection, then it hangs up."""
     server = await serve(replies(answer(HEALTH, b"Connection: close\r\n"), keep=False))
@@ -98,9 +89,7 @@ async def test_a_server_closing_after_the_first_answer_gets_the_rest_anew(
     assert paths(server) == list(PATHS)  # each asked exactly once
 
 
-async def test_a_broken_answer_fails_its_own_request_only(
-    serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
-) -> None:
+async def test_a_broken_answer_fails_its_own_request_only(serve: Serve, lean: LeanHttp) -> None:
     async def reply(n: int, _request: bytes, writer: asyncio.StreamWriter) -> bool:
         if n == 2:
             writer.write(b"SMTP ready\r\n\r\n")  # garbage for /metrics, then hang up
@@ -120,7 +109,7 @@ async def test_a_broken_answer_fails_its_own_request_only(
 
 
 async def test_a_server_that_ignores_pipelined_requests_is_asked_concurrently_after(
-    serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
+    serve: Serve, lean: LeanHttp
 ) -> None:
     """It answers the first request of a connection and sits on the rest.  The first
     probe sees /metrics and /status queued at the deadline (not judged: "retry"); from
@@ -151,7 +140,7 @@ async def test_a_server_that_ignores_pipelined_requests_is_asked_concurrently_af
 
 
 async def test_a_request_first_on_its_connection_is_judged_by_the_deadline(
-    serve: Callable[[Reply], Awaitable[RawServer]], lean: LeanHttp
+    serve: Serve, lean: LeanHttp
 ) -> None:
     """/health itself hangs: it timed out with nothing ahead of it, so it gets the usual
     reason; the two queued behind it are not judged."""
