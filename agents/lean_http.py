@@ -152,8 +152,8 @@ class LeanHttp:
     ) -> list[Timed | Exception]:
         """Several GETs to one ``key``, pipelined (RFC 9112 §9.3.2): written at once on one
         connection, their answers read in order, each with the ``perf_counter`` time it
-        was complete.  One write and one connection instead of one per request: for a
-        contract probe's /health, /metrics and /status, a third less CPU per request.
+        was complete.  One write and one connection instead of one per request (a
+        contract probe's /health, /metrics and /status).
 
         Returns an answer or the exception it ended with, per request, in order.  A
         server may close the connection after any answer (``Connection: close``, an
@@ -197,11 +197,13 @@ class LeanHttp:
             del pending[:done]
             if error is None and keep and not conn.buf:
                 break  # all answered, and the connection can carry more
+            partial = bool(conn.buf)  # bytes of an answer not yet complete
             conn.close()
             conn = None
             if error is None:  # the server closed after an answer: the rest go anew
                 continue
-            if isinstance(error, Closed) and error.received < 0 and done == 0 and reused:
+            stale = isinstance(error, Closed) and error.received < 0 and not partial
+            if stale and done == 0 and reused:
                 reused = False  # an idle connection the server had closed: once more
                 continue
             if isinstance(error, Expired):

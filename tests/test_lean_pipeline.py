@@ -159,3 +159,23 @@ async def test_a_request_first_on_its_connection_is_judged_by_the_deadline(
     assert health.reason == "GET /health: no answer within 0.3s"
     assert isinstance(metrics, ProbeError) and metrics.retry
     assert isinstance(status, ProbeError) and status.retry
+
+
+async def test_a_reused_connection_closed_before_answering_is_retried_once(
+    serve: Serve, lean: LeanHttp
+) -> None:
+    """The second probe lands on the kept connection just as the server closes it (its
+    idle timeout racing ours): all three go once more on a fresh connection."""
+
+    async def reply(n: int, _request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 4:
+            return False  # hang up without a word
+        writer.write(OK + HEALTH)
+        return True
+
+    server = await serve(reply)
+    first = await probe_three(server, lean)
+    second = await probe_three(server, lean)
+    assert [a.status for a in (*first, *second) if isinstance(a, Answer)] == [200] * 6
+    assert server.connections == 2
+    assert paths(server)[3:] == ["/health", *PATHS]  # the lost one, then all three again
