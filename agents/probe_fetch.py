@@ -137,10 +137,7 @@ async def _fetch_aiohttp(
                 (time.perf_counter() - started) * 1000.0,
             )
     except Exception as exc:  # every failure becomes a reason; CancelledError passes
-        reason = _describe(exc, received, timeout)
-        raise ProbeError(
-            f"{where.label}: {reason}", (time.perf_counter() - started) * 1000.0
-        ) from exc
+        raise _probe_error(where, exc, started, timeout, received) from exc
 
 
 async def _fetch_lean(
@@ -157,7 +154,7 @@ async def _fetch_lean(
         head, body = await lean.get(where.lean_key, request, deadline, MAX_BODY)
         return _lean_answer(where, head, body, started, time.perf_counter())
     except Exception as exc:  # every failure becomes a reason; CancelledError passes
-        raise _lean_error(where, exc, started, timeout) from exc
+        raise _probe_error(where, exc, started, timeout) from exc
 
 
 async def fetch_all(
@@ -195,13 +192,13 @@ async def fetch_all(
     out: list[Answer | ProbeError] = []
     for (where, _h), result in zip(wanted, results, strict=True):
         if isinstance(result, Exception):
-            out.append(_lean_error(where, result, started, timeout))
+            out.append(_probe_error(where, result, started, timeout))
             continue
         head, body, done = result
         try:
             out.append(_lean_answer(where, head, body, started, done))
         except Exception as exc:  # a body whose coding is broken, say
-            out.append(_lean_error(where, exc, started, timeout))
+            out.append(_probe_error(where, exc, started, timeout))
     return out
 
 
@@ -218,8 +215,13 @@ def _lean_answer(where: Target, head: Head, body: bytes, started: float, done: f
     )  # fmt: skip
 
 
-def _lean_error(where: Target, exc: Exception, started: float, timeout: float) -> ProbeError:
-    received = exc.received if isinstance(exc, Closed | Expired) else -1
+def _probe_error(
+    where: Target, exc: Exception, started: float, timeout: float, received: int | None = None
+) -> ProbeError:
+    """The ProbeError for a request that failed with ``exc``; ``received``: body bytes
+    read before it (None: as the lean client's exception says)."""
+    if received is None:
+        received = exc.received if isinstance(exc, Closed | Expired) else -1
     reason = _describe(exc, received, timeout)
     error = ProbeError(f"{where.label}: {reason}", (time.perf_counter() - started) * 1000.0)
     error.retry = isinstance(exc, Unanswered)
