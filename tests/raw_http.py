@@ -92,6 +92,19 @@ def replies(*answers: bytes, keep: bool = True) -> Reply:
     return reply
 
 
+def hang_up_on(request: int) -> Reply:
+    """Answer every request with a health document, except the ``request``-th: hang up on
+    it without a word (a server's idle timeout racing the client's reuse)."""
+
+    async def reply(n: int, _request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == request:
+            return False
+        writer.write(OK + HEALTH)
+        return True
+
+    return reply
+
+
 @contextlib.asynccontextmanager
 async def raw_servers() -> AsyncIterator[Serve]:
     """Start raw servers on demand (``await start(reply)``); all stopped at the end."""

@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from agents.address_guard import GuardedResolver
 from agents.lean_http import LeanHttp
 from agents.probe_fetch import MAX_BODY
-from tests.raw_http import HEALTH, OK, Client, RawServer, Serve, raw_servers, replies
+from tests.raw_http import HEALTH, OK, Client, RawServer, Serve, hang_up_on, raw_servers, replies
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(30)
@@ -74,13 +74,7 @@ async def test_a_server_closing_an_idle_connection_before_answering_is_retried_o
     """The second request lands on a connection the server closes without answering (its
     idle timeout raced us): it is sent once more on a fresh connection."""
 
-    async def reply(n: int, _request: bytes, writer: asyncio.StreamWriter) -> bool:
-        if n == 2:
-            return False  # hang up without a word
-        writer.write(OK + HEALTH)
-        return True
-
-    server = await serve(reply)
+    server = await serve(hang_up_on(2))
     assert (await client.get(server.url())).status == 200
     assert (await client.get(server.url())).status == 200
     assert (server.connections, len(server.requests)) == (2, 3)

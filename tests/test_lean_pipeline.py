@@ -13,7 +13,7 @@ import pytest
 
 from agents.lean_http import LeanHttp
 from agents.probe_fetch import Answer, ProbeError, fetch_all, target
-from tests.raw_http import HEALTH, OK, RawServer, Serve, raw_servers, replies
+from tests.raw_http import HEALTH, OK, RawServer, Serve, hang_up_on, raw_servers, replies
 
 pytestmark = pytest.mark.timeout(30)
 PATHS = ("/health", "/metrics", "/status")
@@ -167,13 +167,7 @@ async def test_a_reused_connection_closed_before_answering_is_retried_once(
     """The second probe lands on the kept connection just as the server closes it (its
     idle timeout racing ours): all three go once more on a fresh connection."""
 
-    async def reply(n: int, _request: bytes, writer: asyncio.StreamWriter) -> bool:
-        if n == 4:
-            return False  # hang up without a word
-        writer.write(OK + HEALTH)
-        return True
-
-    server = await serve(reply)
+    server = await serve(hang_up_on(4))
     first = await probe_three(server, lean)
     second = await probe_three(server, lean)
     assert [a.status for a in (*first, *second) if isinstance(a, Answer)] == [200] * 6
